@@ -1,0 +1,41 @@
+# Two commands do all the set-up:
+#   make lab    create .venv, install the course, build the tiny world, start JupyterLab
+#   make test   the same set-up, then the unit tests and every notebook on the tiny profile
+# and `make run` executes every notebook into build/ and prints a table of times and results.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.course-installed
+# Tests and CI never touch a model hub.
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: install tiny lab test run clean
+
+install: $(STAMP)
+
+# torch first: with no GPU, the CPU build (torch==2.13.0) instead of a multi-GB CUDA one; a torch
+# already in the environment (Colab's, say) is kept.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || { \
+	  if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install --quiet torch; \
+	  else $(PY) -m pip install --quiet torch==2.13.0; fi; }
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+tiny: install
+	$(OFFLINE) $(PY) -m helpers.tiny build
+
+lab: tiny
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: tiny
+	$(OFFLINE) COURSE_PROFILE=tiny $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
+
+run: tiny
+	$(OFFLINE) $(PY) scripts/run_notebooks.py notebooks build
+
+clean:
+	rm -rf build .course_cache

@@ -1,0 +1,1 @@
+"""Helpers for the fine-tuning course: what would clutter a lesson, never the lesson itself."""

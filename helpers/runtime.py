@@ -1,0 +1,185 @@
+"""Hardware detection and the course profile every notebook picks in its first cells.
+
+    from helpers.runtime import get_profile
+    profile = get_profile()      # tiny on a CPU, colab on a T4-class GPU, full on an A100/H100
+    print(profile.summary())
+
+`COURSE_PROFILE=tiny|colab|full` overrides the automatic choice. Only model ids, sizes and
+precision change between profiles; the code path is the same. Used by every notebook.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+
+import psutil
+import torch
+
+from helpers import registry
+
+PROFILES = ("tiny", "colab", "full")
+# GPUs up to this much memory get the `colab` profile (T4 16 GB, L4 24 GB); larger ones `full`.
+COLAB_MAX_VRAM_GB = 24.5
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What this machine has. Build one by hand to simulate another machine in tests."""
+
+    cuda: bool = False
+    gpu_name: str | None = None
+    vram_gb: float = 0.0
+    compute_capability: tuple[int, int] | None = None
+    mps: bool = False
+    cpu_cores: int = 1
+    ram_gb: float = 0.0
+    colab: bool = False
+    flash_attn_installed: bool = False
+
+    @property
+    def bf16(self) -> bool:
+        """bf16 needs Ampere (compute capability 8.0) or newer; a T4 is 7.5."""
+        return self.cuda and self.compute_capability is not None and self.compute_capability >= (8, 0)
+
+    @property
+    def flash_attention_2(self) -> bool:
+        return self.bf16 and self.flash_attn_installed
+
+
+def detect_hardware() -> Hardware:
+    cuda = torch.cuda.is_available()
+    props = torch.cuda.get_device_properties(0) if cuda else None
+    return Hardware(
+        cuda=cuda,
+        gpu_name=props.name if props else None,
+        vram_gb=round(props.total_memory / 2**30, 1) if props else 0.0,
+        compute_capability=(props.major, props.minor) if props else None,
+        mps=torch.backends.mps.is_available(),
+        cpu_cores=os.cpu_count() or 1,
+        ram_gb=round(psutil.virtual_memory().total / 2**30, 1),
+        colab="google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ,
+        flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
+    )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything a lesson reads to size itself. Printed by every notebook's setup cell."""
+
+    name: str
+    reason: str  # why this profile was chosen, in words
+    device: str  # "cpu" or "cuda"
+    dtype: str  # "float32", "float16" or "bfloat16"
+    attn_implementation: str  # "sdpa" or "flash_attention_2"
+    models: dict[str, str]  # role -> what from_pretrained takes (hub id or local path)
+    datasets: dict[str, registry.DatasetSource]  # role -> where its rows come from
+    sizes: registry.Sizes  # rows, steps, batch and length for this profile
+    hardware: Hardware = field(repr=False, default_factory=Hardware)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    @property
+    def bf16(self) -> bool:
+        return self.dtype == "bfloat16"
+
+    @property
+    def fp16(self) -> bool:
+        return self.dtype == "float16"
+
+    def summary(self) -> str:
+        hw = self.hardware
+        gpu = f"{hw.gpu_name} ({hw.vram_gb} GB, sm {hw.compute_capability})" if hw.cuda else "none"
+        lines = [
+            f"profile    : {self.name}  ({self.reason})",
+            f"device     : {self.device}, dtype {self.dtype}, attention {self.attn_implementation}",
+            f"hardware   : GPU {gpu}; {hw.cpu_cores} CPU cores, {hw.ram_gb} GB RAM"
+            + ("; Colab" if hw.colab else ""),
+            f"sizes      : {self.sizes}",
+        ]
+        lines += [f"model {role:<9}: {ref}" for role, ref in self.models.items()]
+        lines += [f"data  {role:<9}: {src.label}" for role, src in self.datasets.items()]
+        return "\n".join(lines)
+
+
+def choose_profile(hw: Hardware, requested: str | None = None) -> Profile:
+    """The profile for `hw`, or the one `requested` (COURSE_PROFILE), checked against `hw`."""
+    if requested:
+        requested = requested.strip().lower()
+        if requested not in PROFILES:
+            raise ValueError(
+                f"COURSE_PROFILE={requested!r} is not a profile. Valid choices: {', '.join(PROFILES)} "
+                "(or leave it unset to choose from the hardware)."
+            )
+        if requested != "tiny" and not hw.cuda:
+            raise RuntimeError(
+                f"COURSE_PROFILE={requested} needs a CUDA GPU, and none was found. "
+                "Use COURSE_PROFILE=tiny on this machine (or unset it), or run on a GPU "
+                "(Colab: Runtime > Change runtime type > T4 GPU)."
+            )
+        name, reason = requested, "set by COURSE_PROFILE"
+    elif not hw.cuda:
+        name = "tiny"
+        reason = "no CUDA GPU" + (": Apple MPS is not used by the course yet" if hw.mps else "")
+    elif hw.vram_gb <= COLAB_MAX_VRAM_GB:
+        name, reason = "colab", f"{hw.gpu_name} with {hw.vram_gb} GB"
+    else:
+        name, reason = "full", f"{hw.gpu_name} with {hw.vram_gb} GB"
+
+    if name == "tiny":
+        device, dtype, attn = "cpu", "float32", "sdpa"
+    else:
+        device = "cuda"
+        dtype = "bfloat16" if hw.bf16 else "float16"
+        attn = "flash_attention_2" if name == "full" and hw.flash_attention_2 else "sdpa"
+    return Profile(
+        name=name,
+        reason=reason,
+        device=device,
+        dtype=dtype,
+        attn_implementation=attn,
+        models=registry.models_for(name),
+        datasets=registry.datasets_for(name),
+        sizes=registry.SIZES[name],
+        hardware=hw,
+    )
+
+
+def get_profile(build_tiny: bool = True) -> Profile:
+    """Detect the hardware, honour COURSE_PROFILE, and on `tiny` build the tiny world if missing."""
+    profile = choose_profile(detect_hardware(), os.environ.get("COURSE_PROFILE"))
+    if profile.name == "tiny" and build_tiny:
+        from helpers.tiny.build import ensure_built
+
+        ensure_built()
+    return profile
+
+
+# What each course package is for, printed by every notebook's setup cell.
+PACKAGES = {
+    "torch": "tensors, autograd, devices",
+    "transformers": "models, tokenizers, processors",
+    "trl": "SFT, DPO and distillation trainers",
+    "peft": "LoRA and other adapters",
+    "accelerate": "devices and multi-process launch",
+    "datasets": "loading and mapping rows",
+    "bitsandbytes": "4-bit and 8-bit weights, 8-bit optimizers",
+    "safetensors": "safe weight files",
+}
+
+
+def package_versions() -> dict[str, str]:
+    """Installed version of each course package ('missing' when absent)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    return out

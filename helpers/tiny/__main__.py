@@ -1,0 +1,33 @@
+"""Command line for the tiny world.
+
+    python -m helpers.tiny build [--force] [--only tiny-base tiny-chat ...]
+    python -m helpers.tiny report          # build times and the measured SFT gain
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from helpers.registry import tiny_dir
+from helpers.tiny.build import DEFAULT_PARTS, PARTS, build, read_manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m helpers.tiny", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build what is missing (or everything with --force)")
+    b.add_argument("--force", action="store_true", help="rebuild even if the cache is current")
+    b.add_argument("--only", nargs="+", choices=PARTS, default=list(DEFAULT_PARTS), help="parts to build (default: all but tiny-teacher)")
+    sub.add_parser("report", help="print the build report")
+    args = parser.parse_args()
+    if args.command == "build":
+        manifest = build(args.only, force=args.force)
+        total = sum(p["seconds"] for p in manifest["parts"].values())
+        print(f"[tiny] cache: {tiny_dir()}  (build time of all parts: {total:.0f} s)")
+    else:
+        print(json.dumps(read_manifest(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

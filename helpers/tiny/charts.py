@@ -1,0 +1,61 @@
+"""Rendered bar charts with questions and answers, in HuggingFaceM4/ChartQA's columns.
+
+Bars are told apart by colour, so a 64-pixel vision encoder can still see which is which.
+Used by helpers.tiny.build and notebook 03.
+"""
+
+from __future__ import annotations
+
+import random
+
+from PIL import Image, ImageDraw
+
+COLOURS = {
+    "red": (220, 50, 47),
+    "green": (60, 160, 60),
+    "blue": (38, 110, 210),
+    "orange": (245, 150, 30),
+    "purple": (140, 70, 170),
+}
+VALUES = list(range(10, 100, 10))
+
+
+def render_bar_chart(bars: dict[str, int], size: int = 128) -> Image.Image:
+    """A bar chart on a white background, a y-axis from 0 to 100 with ticks every 20."""
+    img = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(img)
+    left, bottom, top = size // 6, size - size // 10, size // 12
+    draw.line([(left, top), (left, bottom), (size - 4, bottom)], fill="black")
+    for tick in range(0, 101, 20):
+        y = bottom - (bottom - top) * tick / 100
+        draw.line([(left - 3, y), (left, y)], fill="black")
+        draw.text((2, y - 5), str(tick), fill="black")
+    slot = (size - 4 - left) / len(bars)
+    for i, (colour, value) in enumerate(bars.items()):
+        x0 = left + i * slot + slot * 0.2
+        y0 = bottom - (bottom - top) * value / 100
+        draw.rectangle([x0, y0, x0 + slot * 0.6, bottom - 1], fill=COLOURS[colour])
+    return img
+
+
+def chart_rows(n: int, seed: int, size: int = 128) -> list[dict]:
+    """Rows with image, query, label (a list of strings, as in ChartQA), human_or_machine."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        colours = rng.sample(list(COLOURS), rng.randint(3, 4))
+        bars = dict(zip(colours, rng.sample(VALUES, len(colours))))  # distinct: one tallest bar
+        if rng.random() < 0.6:
+            colour = rng.choice(colours)
+            query, answer = f"What is the value of the {colour} bar?", str(bars[colour])
+        else:
+            query, answer = "Which colour has the tallest bar?", max(bars, key=bars.__getitem__)
+        rows.append(
+            {
+                "image": render_bar_chart(bars, size),
+                "query": query,
+                "label": [answer],
+                "human_or_machine": rng.randrange(2),
+            }
+        )
+    return rows

@@ -1,0 +1,57 @@
+"""The built tiny models: safetensors on disk, load like hub models, and SFT made a real gain."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer
+
+from helpers.registry import models_for, tiny_dir
+from helpers.tiny.build import DEFAULT_PARTS, chat_scores, ensure_built
+
+
+@pytest.fixture(scope="module")
+def paths():
+    ensure_built(DEFAULT_PARTS)
+    return models_for("tiny")
+
+
+@pytest.mark.parametrize("role", ["base", "chat", "vlm"])
+def test_weights_are_safetensors_only(paths, role):
+    files = {p.name for p in (tiny_dir() / paths[role].split("/")[-1]).iterdir()}
+    assert "model.safetensors" in files
+    assert not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
+
+
+def test_sft_raises_held_out_exact_match(paths):
+    """Measured here, not read from the build report: tiny-chat beats tiny-base on unseen items."""
+    import datasets
+
+    rows = datasets.load_from_disk(str(tiny_dir() / "data" / "chat"))["test"].select(range(80))
+    tok = AutoTokenizer.from_pretrained(paths["chat"])
+    before = chat_scores(AutoModelForCausalLM.from_pretrained(paths["base"]), tok, rows)["all"]
+    after = chat_scores(AutoModelForCausalLM.from_pretrained(paths["chat"]), tok, rows)["all"]
+    assert after >= before + 0.25, (before, after)
+
+
+def test_tiny_vlm_answers_a_chart_question_through_its_processor(paths):
+    import datasets
+
+    row = datasets.load_from_disk(str(tiny_dir() / "data" / "charts"))["test"][0]
+    processor = AutoProcessor.from_pretrained(paths["vlm"])
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(paths["vlm"]).eval()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row["query"]}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    batch = processor(text=text, images=[[row["image"]]], return_tensors="pt")
+    assert (batch["input_ids"] == model.config.image_token_id).sum() == 4  # 16 patches, pixel-shuffled
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > batch["input_ids"].shape[1]
+
+
+def test_vlm_shares_the_base_text_weights(paths):
+    from transformers import AutoModelForImageTextToText
+
+    base = AutoModelForCausalLM.from_pretrained(paths["base"])
+    vlm = AutoModelForImageTextToText.from_pretrained(paths["vlm"])
+    assert torch.equal(base.model.embed_tokens.weight, vlm.model.text_model.embed_tokens.weight)

@@ -1,0 +1,90 @@
+"""The tiny world's generators: deterministic, in the hub datasets' schemas, held-out kept apart."""
+
+import re
+
+from helpers.data import check_conversations
+from helpers.tiny import charts, world
+
+
+def test_generators_are_deterministic_and_seed_dependent():
+    assert world.instruction_rows(50, 10) == world.instruction_rows(50, 10)
+    assert world.pretraining_text(20, seed=0) == world.pretraining_text(20, seed=0)
+    assert world.pretraining_text(20, seed=0) != world.pretraining_text(20, seed=1)
+    a, b = charts.chart_rows(3, seed=4), charts.chart_rows(3, seed=4)
+    assert [r["query"] for r in a] == [r["query"] for r in b]
+    assert a[0]["image"].tobytes() == b[0]["image"].tobytes()
+
+
+def test_every_skill_answers_correctly():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(50):
+        t = world.first_letter_task(rng)
+        assert t.answer == t.question.split(": ")[-1][0] or t.answer == t.question.split("of ")[1][0]
+        t = world.reverse_task(rng)
+        assert t.answer == " ".join(reversed(t.question.split(": ")[1].split()))
+        t = world.capitals_task(rng)
+        assert t.answer == t.question.split(": ")[1].upper()
+        t = world.larger_task(rng)
+        a, b = map(int, re.findall(r"\d+", t.question))
+        assert int(t.answer) == max(a, b)
+        t = world.after_task(rng)
+        assert int(t.answer) == int(re.findall(r"\d+", t.question)[0]) + 1
+        t = world.count_task(rng)
+        lo, hi = map(int, re.findall(r"\d+", t.question))
+        assert t.answer.split() == [str(i) for i in range(lo, hi + 1)]
+        for task in (t, world.parity_task(rng)):
+            assert task.answer in task.prose and task.wrong != task.answer
+
+
+def test_instruction_rows_are_valid_chats_with_unseen_test_questions():
+    rows = world.instruction_rows(300, 80)
+    assert check_conversations(rows["train"]) == 300
+    assert check_conversations(rows["test"]) == 80
+    train_q = {m["content"] for r in rows["train"] for m in r["messages"] if m["role"] == "user"}
+    test_q = {r["messages"][0]["content"] for r in rows["test"]}
+    assert not train_q & test_q
+    roles = {m["role"] for r in rows["train"] for m in r["messages"]}
+    assert roles == {"system", "user", "assistant"}
+    assert any(len(r["messages"]) >= 4 for r in rows["train"])  # some multi-turn rows
+    assert {r["skill"] for r in rows["test"]} == set(world.SKILLS)
+
+
+def test_preference_rows_follow_trl_conversational_format():
+    rows = world.preference_rows(40, 10)
+    for r in rows["train"] + rows["test"]:
+        assert set(r) == {"prompt", "chosen", "rejected", "skill"}
+        assert r["prompt"][0]["role"] == "user"
+        assert r["chosen"][0]["role"] == r["rejected"][0]["role"] == "assistant"
+        assert r["chosen"][0]["content"] != r["rejected"][0]["content"]
+
+
+def test_chart_rows_use_chartqa_columns_and_answers_match_the_bars():
+    rows = charts.chart_rows(30, seed=1)
+    for r in rows:
+        assert set(r) == {"image", "query", "label", "human_or_machine"}
+        assert isinstance(r["label"], list) and len(r["label"]) == 1
+        assert r["image"].size == (128, 128)
+    tallest = [r for r in rows if "tallest" in r["query"]]
+    assert tallest and all(r["label"][0] in charts.COLOURS for r in tallest)
+
+
+def test_chart_bar_height_encodes_the_value():
+    img = charts.render_bar_chart({"red": 80, "blue": 20}, size=128)
+    px = img.load()
+
+    def column_height(colour):
+        xs = [x for x in range(128) for y in range(128) if px[x, y] == colour]
+        x = sorted(xs)[len(xs) // 2]
+        return sum(px[x, y] == colour for y in range(128))
+
+    ratio = column_height(charts.COLOURS["red"]) / column_height(charts.COLOURS["blue"])
+    assert abs(ratio - 4) < 0.3
+
+
+def test_news_rows_match_ag_news_labels():
+    rows = world.news_rows(100, 10)["train"]
+    assert {r["label"] for r in rows} == {0, 1, 2, 3}
+    for r in rows:
+        assert any(w in r["text"] for w in world.NEWS_TOPICS[r["label"]][1])
