@@ -95,14 +95,14 @@ class Profile:
         hw = self.hardware
         gpu = f"{hw.gpu_name} ({hw.vram_gb} GB, sm {hw.compute_capability})" if hw.cuda else "none"
         lines = [
-            f"profile    : {self.name}  ({self.reason})",
-            f"device     : {self.device}, dtype {self.dtype}, attention {self.attn_implementation}",
-            f"hardware   : GPU {gpu}; {hw.cpu_cores} CPU cores, {hw.ram_gb} GB RAM"
+            f"profile      : {self.name}  ({self.reason})",
+            f"device       : {self.device}, dtype {self.dtype}, attention {self.attn_implementation}",
+            f"hardware     : GPU {gpu}; {hw.cpu_cores} CPU cores, {hw.ram_gb} GB RAM"
             + ("; Colab" if hw.colab else ""),
-            f"sizes      : {self.sizes}",
+            f"sizes        : {self.sizes}",
         ]
-        lines += [f"model {role:<9}: {ref}" for role, ref in self.models.items()]
-        lines += [f"data  {role:<9}: {src.label}" for role, src in self.datasets.items()]
+        lines += [f"model {role:<11}: {ref}" for role, ref in self.models.items()]
+        lines += [f"data  {role:<11}: {src.label}" for role, src in self.datasets.items()]
         return "\n".join(lines)
 
 
