@@ -22,6 +22,8 @@ def generate_replies(
     batch_size: int = 64,
 ) -> list[str]:
     """The assistant's next reply to each conversation, decoded greedily (reproducible)."""
+    if tokenizer.pad_token is None:  # some hub tokenizers ship without one; batching needs it
+        tokenizer.pad_token = tokenizer.eos_token
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the right edge of each row
     was_training = model.training

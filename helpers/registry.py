@@ -84,7 +84,7 @@ class Sizes:
 
 # Rough wall time of one lesson notebook. tiny: measured by `make run` (see README); GPU profiles:
 # estimates until measured on such a GPU.
-EXPECTED_MINUTES = {"tiny": "1-2 (CPU)", "colab": "5-15 (T4, estimate)", "full": "3-10 (A100, estimate)"}
+EXPECTED_MINUTES = {"tiny": "under 2 (CPU)", "colab": "5-15 (T4, estimate)", "full": "3-10 (A100, estimate)"}
 
 SIZES = {
     "tiny": Sizes(n_train=2000, n_eval=200, max_steps=300, batch_size=16, grad_accum=1, max_length=256),

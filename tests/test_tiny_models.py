@@ -55,3 +55,10 @@ def test_vlm_shares_the_base_text_weights(paths):
     base = AutoModelForCausalLM.from_pretrained(paths["base"])
     vlm = AutoModelForImageTextToText.from_pretrained(paths["vlm"])
     assert torch.equal(base.model.embed_tokens.weight, vlm.model.text_model.embed_tokens.weight)
+
+
+def test_every_tiny_model_role_is_a_part_the_builder_makes():
+    from helpers.registry import TINY_MODELS
+    from helpers.tiny.build import PARTS
+
+    assert set(TINY_MODELS.values()) <= set(PARTS)

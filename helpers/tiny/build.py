@@ -28,7 +28,7 @@ import datasets
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from helpers.registry import TINY_MODELS, tiny_dir
+from helpers.registry import tiny_dir
 from helpers.tiny import charts, world
 from helpers.tiny.tokenizer import train_tokenizer
 
@@ -262,11 +262,8 @@ def missing_parts(parts: Iterable[str] = PARTS) -> list[str]:
     manifest = read_manifest()
     if manifest.get("version") != WORLD_VERSION:
         return list(parts)
-    return [p for p in parts if p not in manifest.get("parts", {}) or not (tiny_dir() / _folder(p)).exists()]
-
-
-def _folder(part: str) -> str:
-    return part  # data/, tokenizer/, tiny-base/, ...
+    # Each part lives in a folder of its own name: data/, tokenizer/, tiny-base/, ...
+    return [p for p in parts if p not in manifest.get("parts", {}) or not (tiny_dir() / p).exists()]
 
 
 def build(parts: Iterable[str] = DEFAULT_PARTS, force: bool = False) -> dict:
@@ -291,7 +288,7 @@ def build(parts: Iterable[str] = DEFAULT_PARTS, force: bool = False) -> dict:
     for part in todo:
         start = time.perf_counter()
         _log(f"building {part} ...")
-        target = root / _folder(part)
+        target = root / part
         if target.exists():
             shutil.rmtree(target)
         report = _build_part(part, root)
@@ -343,5 +340,3 @@ def ensure_built(parts: Iterable[str] = DEFAULT_PARTS) -> None:
     if missing_parts(parts):
         build(parts)
 
-
-assert set(TINY_MODELS.values()) <= set(PARTS)
