@@ -45,7 +45,7 @@ def main(src: str = "notebooks", dst: str = "build") -> int:
         nbformat.write(nb, out_dir / path.name)
         rows.append((path.name, seconds, status))
         print(f"{path.name:<32} {seconds:7.1f} s  {status}", flush=True)
-    print(f"\n| notebook | seconds | headline |\n|---|---|---|")
+    print("\n| notebook | seconds | headline |\n|---|---|---|")
     for name, seconds, status in rows:
         print(f"| {name} | {seconds:.0f} | {status} |")
     print(f"\ntotal: {sum(r[1] for r in rows):.0f} s for {len(rows)} notebooks")

@@ -21,7 +21,9 @@ def test_every_skill_answers_correctly():
     rng = random.Random(0)
     for _ in range(50):
         t = world.first_letter_task(rng)
-        assert t.answer == t.question.split(": ")[-1][0] or t.answer == t.question.split("of ")[1][0]
+        assert t.answer == t.question.removesuffix("?").split("of ")[1].split()[0]
+        t = world.last_letter_task(rng)
+        assert t.answer == t.question.removesuffix("?").split("of ")[1].split()[-1]
         t = world.reverse_task(rng)
         assert t.answer == " ".join(reversed(t.question.split(": ")[1].split()))
         t = world.capitals_task(rng)

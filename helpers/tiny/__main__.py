@@ -22,9 +22,8 @@ def main() -> None:
     sub.add_parser("report", help="print the build report")
     args = parser.parse_args()
     if args.command == "build":
-        manifest = build(args.only, force=args.force)
-        total = sum(p["seconds"] for p in manifest["parts"].values())
-        print(f"[tiny] cache: {tiny_dir()}  (build time of all parts: {total:.0f} s)")
+        build(args.only, force=args.force)
+        print(f"[tiny] cache: {tiny_dir()}  (`python -m helpers.tiny report` shows build times and scores)")
     else:
         print(json.dumps(read_manifest(), indent=2))
 

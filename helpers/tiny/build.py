@@ -298,6 +298,8 @@ def build(parts: Iterable[str] = DEFAULT_PARTS, force: bool = False) -> dict:
             manifest["report"][part] = report
         _manifest_path().write_text(json.dumps(manifest, indent=2))
         _log(f"{part} done in {seconds} s")
+    if not todo:
+        _log("everything asked for is built already")
     return manifest
 
 
