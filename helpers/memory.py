@@ -240,7 +240,7 @@ def _layer_bytes(s: _Shape, setup: TrainSetup, first: bool) -> float:
     if setup.attn == "sdpa":  # q after rotary, k, v, the output (o_proj's input), a log-sum-exp per head
         b += (2 * s.q + 2 * s.kv) * act + s.heads * 4 + kept_inputs(s.q, ["o_proj"], saved_anyway=True)
     else:  # eager: k and v repeated to every head, the softmax matrix, a contiguous copy for o_proj
-        kv = s.q if s.kv < s.q else s.kv
+        kv = max(s.kv, s.q)
         b += (s.q + 2 * kv) * act + s.heads * setup.seq_len * act + kept_inputs(s.q, ["o_proj"])
     # SwiGLU: SiLU's input and output and the up projection; their product feeds down_proj.
     b += 3 * s.inter * act + kept_inputs(s.inter, ["down_proj"])

@@ -8,7 +8,16 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from transformers import PretrainedConfig
 
-from helpers.memory import GPUS_GIB, HEADROOM, GiB, MemoryPlan, TrainSetup, plan_memory, reference_configs, verdict
+from helpers.memory import (
+    GPUS_GIB,
+    HEADROOM,
+    GiB,
+    MemoryPlan,
+    TrainSetup,
+    plan_memory,
+    reference_configs,
+    verdict,
+)
 
 COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"]
 
@@ -50,16 +59,16 @@ def memory_panel(configs: dict[str, PretrainedConfig] | None = None):
     from IPython.display import display
 
     configs = configs or reference_configs()
-    pick = dict(
-        model=w.Dropdown(options=list(configs), description="model"),
-        method=w.Dropdown(options=["full", "lora", "qlora"], value="lora", description="method"),
-        precision=w.Dropdown(options=["mixed", "bf16", "fp32"], description="precision"),
-        optimizer=w.Dropdown(options=["adamw", "adamw_8bit", "sgd"], description="optimizer"),
-        batch_size=w.IntSlider(value=4, min=1, max=64, description="batch"),
-        seq_len=w.Dropdown(options=[256, 512, 1024, 2048, 4096], value=1024, description="seq len"),
-        gradient_checkpointing=w.Checkbox(value=False, description="gradient checkpointing"),
-        gpu=w.Dropdown(options=list(GPUS_GIB), description="GPU"),
-    )
+    pick = {
+        "model": w.Dropdown(options=list(configs), description="model"),
+        "method": w.Dropdown(options=["full", "lora", "qlora"], value="lora", description="method"),
+        "precision": w.Dropdown(options=["mixed", "bf16", "fp32"], description="precision"),
+        "optimizer": w.Dropdown(options=["adamw", "adamw_8bit", "sgd"], description="optimizer"),
+        "batch_size": w.IntSlider(value=4, min=1, max=64, description="batch"),
+        "seq_len": w.Dropdown(options=[256, 512, 1024, 2048, 4096], value=1024, description="seq len"),
+        "gradient_checkpointing": w.Checkbox(value=False, description="gradient checkpointing"),
+        "gpu": w.Dropdown(options=list(GPUS_GIB), description="GPU"),
+    }
     out = w.Output()
 
     def redraw(*_):

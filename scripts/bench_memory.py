@@ -17,7 +17,14 @@ from dataclasses import replace
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from helpers.memory import GiB, TrainSetup, counted_model_states, counted_saved_activations, plan_memory, reference_configs
+from helpers.memory import (
+    GiB,
+    TrainSetup,
+    counted_model_states,
+    counted_saved_activations,
+    plan_memory,
+    reference_configs,
+)
 from helpers.registry import models_for
 
 warnings.filterwarnings("ignore")

@@ -9,8 +9,8 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
 from helpers.memory import (
-    GiB,
     DoesNotFit,
+    GiB,
     TrainSetup,
     check_fits,
     counted_model_states,
