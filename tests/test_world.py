@@ -42,7 +42,7 @@ def test_every_skill_answers_correctly():
 
 def test_instruction_rows_are_valid_chats_with_unseen_test_questions():
     rows = world.instruction_rows(300, 80)
-    assert check_conversations(rows["train"]) == 300
+    assert check_conversations(rows["train"]) == 300 + 3  # + two exact and one near duplicate
     assert check_conversations(rows["test"]) == 80
     train_q = {m["content"] for r in rows["train"] for m in r["messages"] if m["role"] == "user"}
     test_q = {r["messages"][0]["content"] for r in rows["test"]}
@@ -90,3 +90,18 @@ def test_news_rows_match_ag_news_labels():
     assert {r["label"] for r in rows} == {0, 1, 2, 3}
     for r in rows:
         assert any(w in r["text"] for w in world.NEWS_TOPICS[r["label"]][1])
+
+
+def test_train_rows_carry_realistic_defects_and_test_rows_none():
+    rows = world.instruction_rows(1000, 50)
+    k = 1000 // 200
+
+    def texts(split):
+        return [" ".join(m["content"] for m in r["messages"]) for r in rows[split]]
+
+    assert len(rows["train"]) == 1000 + 3 * k
+    assert sum("@example.com" in t for t in texts("train")) == k
+    assert sum("As an AI language model" in t for t in texts("train")) >= k
+    empty = [r for r in rows["train"] if any(not m["content"].strip() for m in r["messages"])]
+    assert len(empty) >= k
+    assert not any("@" in t or "As an AI" in t for t in texts("test"))

@@ -33,7 +33,7 @@ from helpers.tiny import charts, world
 from helpers.tiny.tokenizer import train_tokenizer
 
 # Bump when a generator or a spec changes, so stale caches rebuild themselves.
-WORLD_VERSION = 3
+WORLD_VERSION = 4
 PARTS = ("data", "tokenizer", "tiny-base", "tiny-chat", "tiny-teacher", "tiny-vlm")
 # What get_profile() and `make tiny` build; the teacher only when a lesson asks for it.
 DEFAULT_PARTS = ("data", "tokenizer", "tiny-base", "tiny-chat", "tiny-vlm")

@@ -225,8 +225,10 @@ def _unique_tasks(n: int, rng: random.Random, seen: set[str]) -> list[Task]:
 def instruction_rows(n_train: int, n_test: int, seed: int = 1) -> dict[str, list[dict]]:
     """Chat rows (`messages`, plus `skill`) with test questions never seen in train.
 
-    About one train row in six is a two-exchange conversation, and one in five has a system
-    prompt, so templates, masks and lengths look like a real chat set's.
+    About one train row in six is a two-exchange conversation, one in five has a system prompt,
+    and one in twenty asks about a pasted passage, so templates, masks and lengths look like a
+    real chat set's. The train split also carries the defects real sets have (see
+    `add_defects`); the test split is clean.
     """
     rng = random.Random(seed)
     seen: set[str] = set()
@@ -235,6 +237,9 @@ def instruction_rows(n_train: int, n_test: int, seed: int = 1) -> dict[str, list
     train_rows = []
     for task in train:
         messages = task_to_messages(task, rng)
+        if rng.random() < 1 / 20:  # a passage pasted before the question: the long tail
+            passage = " ".join(filler_sentence(rng) for _ in range(rng.randint(3, 25)))
+            messages[-2]["content"] = f"Read this first: {passage}\n{task.question}"
         if rng.random() < 1 / 6:
             extra = rng.choice(list(SKILLS.values()))(rng)
             if extra.question not in seen:
@@ -243,7 +248,52 @@ def instruction_rows(n_train: int, n_test: int, seed: int = 1) -> dict[str, list
     test_rows = [
         {"messages": task_to_messages(t, rng, system_rate=0.0), "skill": t.skill} for t in test
     ]
-    return {"train": train_rows, "test": test_rows}
+    return {"train": add_defects(train_rows, rng), "test": test_rows}
+
+
+# Foreign-script questions (Thai, Persian), as scraped chat sets contain.
+FOREIGN = ["วันนี้อากาศเป็นอย่างไร", "ช่วยแปลประโยคนี้หน่อย", "امروز هوا چطور است؟", "لطفاً این جمله را ترجمه کن"]
+
+
+def add_defects(rows: list[dict], rng: random.Random) -> list[dict]:
+    """Replace or add a few percent of rows with the defects notebook 01 teaches to find:
+    contact details, empty or boilerplate answers, foreign-script rows, exact and near
+    duplicates, and a few extremely long rows. Every defect row stays well-formed."""
+    rows = [dict(r, messages=[dict(m) for m in r["messages"]]) for r in rows]
+    n = len(rows)
+
+    def some(k: int) -> list[dict]:
+        return [rows[i] for i in rng.sample(range(n), k)]
+
+    def user(row: dict) -> dict:
+        return next(m for m in row["messages"] if m["role"] == "user")
+
+    def answer(row: dict) -> dict:
+        return next(m for m in reversed(row["messages"]) if m["role"] == "assistant")
+
+    k = max(1, n // 200)  # 0.5% per defect kind
+    for row in some(k):
+        who = name(rng).lower()
+        user(row)["content"] = f"My e-mail is {who}@example.com. " + user(row)["content"]
+    for row in some(k):
+        user(row)["content"] += f" Call me on +1 555 {rng.randint(1000, 9999)}."
+    for row in some(k):
+        answer(row)["content"] = rng.choice(["", " "])
+    for row in some(k):
+        answer(row)["content"] = "As an AI language model, I think the answer is " + answer(row)["content"]
+    for row in some(k // 2 or 1):
+        user(row)["content"] = rng.choice(FOREIGN)
+    for row in some(3):  # extreme lengths: a whole chapter pasted
+        chapter = " ".join(filler_sentence(rng) for _ in range(rng.randint(120, 200)))
+        user(row)["content"] = f"Summarise nothing, just answer. {chapter}\n" + user(row)["content"]
+    extra = [dict(r, messages=[dict(m) for m in r["messages"]]) for r in some(2 * k)]  # exact duplicates
+    for r in some(k):  # near duplicates: the same question, other case and spacing
+        near = dict(r, messages=[dict(m) for m in r["messages"]])
+        user(near)["content"] = "  " + user(near)["content"].upper().replace(" ", "  ") + " "
+        extra.append(near)
+    for r in extra:
+        rows.insert(rng.randrange(len(rows) + 1), r)
+    return rows
 
 
 def preference_rows(n_train: int, n_test: int, seed: int = 2) -> dict[str, list[dict]]:
