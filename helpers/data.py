@@ -90,3 +90,13 @@ def parallel_sentences() -> list[dict[str, str]]:
 
     path = course_root() / "data" / "parallel_sentences.jsonl"
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def task_set(n: int = 200) -> list[dict]:
+    """Held-out chat questions with short, checkable answers: the tiny world's test split.
+
+    The same items on every profile, so a before/after exact match means the same thing on a
+    CPU and on a GPU; no question here appears in any training split."""
+    from helpers.tiny import world
+
+    return world.instruction_rows(n_train=200, n_test=n)["test"]

@@ -13,6 +13,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 Conversation = list[dict[str, str]]
 
 
+def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    configured = model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
+    return sorted(set(ids) | {tokenizer.eos_token_id} - {None})
+
+
 @torch.no_grad()
 def generate_replies(
     model: PreTrainedModel,
@@ -43,6 +49,8 @@ def generate_replies(
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
+                # Stop at the tokenizer's end of turn too: a base model's config may name another.
+                eos_token_id=_stop_ids(model, tokenizer),
             )
             new_tokens = out[:, batch["input_ids"].shape[1] :]
             replies += [r.strip() for r in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

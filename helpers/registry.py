@@ -87,7 +87,7 @@ class Sizes:
 EXPECTED_MINUTES = {"tiny": "under 2 (CPU)", "colab": "5-15 (T4, estimate)", "full": "3-10 (A100, estimate)"}
 
 SIZES = {
-    "tiny": Sizes(n_train=2000, n_eval=200, max_steps=300, batch_size=16, grad_accum=1, max_length=256),
+    "tiny": Sizes(n_train=2000, n_eval=200, max_steps=200, batch_size=8, grad_accum=2, max_length=256),
     "colab": Sizes(n_train=5000, n_eval=200, max_steps=500, batch_size=8, grad_accum=4, max_length=1024),
     "full": Sizes(n_train=20000, n_eval=500, max_steps=1000, batch_size=16, grad_accum=2, max_length=2048),
 }
