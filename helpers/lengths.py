@@ -94,12 +94,15 @@ STRATEGIES = ("pad to max_length", "pad to longest", "length-grouped", "packed (
 
 
 def _batches(lengths: list[int], batch_size: int, grouped: bool, seed: int) -> list[list[int]]:
-    order = list(range(len(lengths)))
-    random.Random(seed).shuffle(order)
-    if grouped:  # as transformers' LengthGroupedSampler: sort within mega-batches of 50 batches
-        mega = 50 * batch_size
-        order = [i for k in range(0, len(order), mega)
-                 for i in sorted(order[k:k + mega], key=lambda i: -lengths[i])]
+    """Random batches, or the Trainer's own length-grouped order (`group_by_length`)."""
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    if grouped:
+        order = get_length_grouped_indices(lengths, batch_size, generator=torch.Generator().manual_seed(seed))
+    else:
+        order = list(range(len(lengths)))
+        random.Random(seed).shuffle(order)
     return [[lengths[i] for i in order[k:k + batch_size]] for k in range(0, len(order), batch_size)]
 
 
@@ -114,16 +117,14 @@ def padding_waste(lengths: Sequence[int], batch_size: int, max_length: int, seed
     real = sum(cut)
     packed = pack_dataset(Dataset.from_dict({"input_ids": [[1] * n for n in cut]}), max_length, strategy="bfd")
     packed_lengths = [len(ids) for ids in packed["input_ids"]]
-    slots = {
-        STRATEGIES[0]: len(_batches(cut, batch_size, False, seed)) * batch_size * max_length,
-        STRATEGIES[1]: sum(len(b) * max(b) for b in _batches(cut, batch_size, False, seed)),
-        STRATEGIES[2]: sum(len(b) * max(b) for b in _batches(cut, batch_size, True, seed)),
-        STRATEGIES[3]: sum(len(b) * max(b) for b in _batches(packed_lengths, batch_size, False, seed)),
+    batches = {
+        STRATEGIES[1]: _batches(cut, batch_size, False, seed),
+        STRATEGIES[2]: _batches(cut, batch_size, True, seed),
+        STRATEGIES[3]: _batches(packed_lengths, batch_size, False, seed),
     }
-    n_batches = {
-        STRATEGIES[0]: math.ceil(len(cut) / batch_size), STRATEGIES[1]: math.ceil(len(cut) / batch_size),
-        STRATEGIES[2]: math.ceil(len(cut) / batch_size), STRATEGIES[3]: math.ceil(len(packed_lengths) / batch_size),
-    }
+    slots = {STRATEGIES[0]: math.ceil(len(cut) / batch_size) * batch_size * max_length}
+    slots |= {name: sum(len(b) * max(b) for b in bs) for name, bs in batches.items()}
+    n_batches = {STRATEGIES[0]: math.ceil(len(cut) / batch_size)} | {name: len(bs) for name, bs in batches.items()}
     return pd.DataFrame({
         "real tokens": {k: real / v for k, v in slots.items()},
         "tokens computed": slots,
