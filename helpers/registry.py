@@ -59,9 +59,8 @@ class DatasetSource:
 
 HUB_DATASETS: dict[str, DatasetSource] = {
     "chat": DatasetSource("HuggingFaceTB/smol-smoltalk", None, "train", "test", ("messages",)),
-    "preference": DatasetSource(
-        "trl-lib/ultrafeedback_binarized", None, "train", "test", ("prompt", "chosen", "rejected")
-    ),
+    # The hub set's prompt is implicit (inside chosen/rejected); trl's maybe_extract_prompt splits it out.
+    "preference": DatasetSource("trl-lib/ultrafeedback_binarized", None, "train", "test", ("chosen", "rejected")),
     "charts": DatasetSource(
         "HuggingFaceM4/ChartQA", None, "train", "val", ("image", "query", "label", "human_or_machine")
     ),
