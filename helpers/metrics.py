@@ -31,3 +31,37 @@ def exact_match_by_group(
     }
     scores["all"] = exact_match(predictions, targets)
     return scores
+
+
+def _number(text: str) -> float | None:
+    """'1,234.5' -> 1234.5, '45%' -> 45.0, '-3' -> -3.0; None when the text is not one number."""
+    cleaned = text.strip().replace(",", "").rstrip("%").strip()
+    try:
+        return float(cleaned)
+    except ValueError:
+        return None
+
+
+def relaxed_accuracy(prediction: str, target: str, tolerance: float = 0.05) -> bool:
+    """ChartQA's relaxed accuracy: a number is right within `tolerance` (relative) of a numeric
+    target (exactly, when the target is 0); anything else must match ignoring case and spaces."""
+    p, t = _number(prediction), _number(target)
+    if p is not None and t is not None:
+        # The bound is inclusive; the 1e-9 absorbs float error at exactly 5% (0.525 vs 0.5).
+        return p == t if t == 0 else abs(p - t) <= tolerance * abs(t) * (1 + 1e-9)
+    return normalise(prediction) == normalise(target)
+
+
+def relaxed_accuracy_batch(predictions: Sequence[str], targets: Sequence[str | Sequence[str]],
+                           tolerance: float = 0.05) -> float:
+    """Share of predictions right under relaxed_accuracy; a target may be a list of accepted answers
+    (ChartQA's `label` column)."""
+    if len(predictions) != len(targets):
+        raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
+    if not targets:
+        raise ValueError("relaxed_accuracy_batch needs at least one target")
+    ok = 0
+    for p, t in zip(predictions, targets):
+        accepted = [t] if isinstance(t, str) else list(t)
+        ok += any(relaxed_accuracy(p, a, tolerance) for a in accepted)
+    return ok / len(targets)

@@ -43,7 +43,7 @@ def test_tiny_vlm_answers_a_chart_question_through_its_processor(paths):
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row["query"]}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     batch = processor(text=text, images=[[row["image"]]], return_tensors="pt")
-    assert (batch["input_ids"] == model.config.image_token_id).sum() == 4  # 16 patches, pixel-shuffled
+    assert (batch["input_ids"] == model.config.image_token_id).sum() == 16  # 64 patches, pixel-shuffled
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=5, do_sample=False)
     assert out.shape[1] > batch["input_ids"].shape[1]
