@@ -505,3 +505,26 @@ def counted_saved_activations(model: torch.nn.Module, batch: dict[str, torch.Ten
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = model(**batch).loss
     return sum(seen.values()), loss
+
+
+def kv_cache_bytes(config: PretrainedConfig, batch_size: int, seq_len: int, bytes_per_value: int = 2) -> int:
+    """Bytes of the key/value cache after `seq_len` tokens: a key and a value vector per layer,
+    per key/value head, per token. Grouped-query attention shares each kv head among
+    num_attention_heads / num_key_value_heads query heads, and shrinks the cache by that factor."""
+    s = _Shape.of(config)
+    return 2 * s.layers * s.kv * seq_len * batch_size * bytes_per_value
+
+
+def saved_bytes(fn) -> tuple[int, object]:
+    """Bytes of the tensors autograd saves for backward while `fn()` runs (parameters included),
+    and fn's result: the activation memory a layer costs in training, counted, not estimated."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(seen.values()), out
