@@ -1,7 +1,8 @@
 # Two commands do all the set-up:
 #   make lab    create .venv, install the course, build the tiny world, start JupyterLab
 #   make test   the same set-up, then the unit tests and every notebook on the tiny profile
-# and `make run` executes every notebook into build/ and prints a table of times and results.
+# and `make run` executes every notebook into build/ and prints a table of times and results;
+# `make lint` checks style (ruff) and that notebooks are committed without outputs.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.course-installed
 # Tests and CI never touch a model hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install tiny lab test run clean
+.PHONY: install tiny lab test lint run clean
 
 install: $(STAMP)
 
@@ -33,6 +34,12 @@ lab: tiny
 
 test: tiny
 	$(OFFLINE) COURSE_PROFILE=tiny $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
+
+LINTED := helpers tests scripts notebooks
+lint: install
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(PY) scripts/check_notebooks.py
 
 run: tiny
 	$(OFFLINE) $(PY) scripts/run_notebooks.py notebooks build

@@ -35,7 +35,9 @@ class Rule:
 
     def __post_init__(self) -> None:
         if self.check not in CHECKS:
-            raise ValueError(f"Rule {self.name!r}: unknown check {self.check!r}; use one of {', '.join(CHECKS)}.")
+            raise ValueError(
+                f"Rule {self.name!r}: unknown check {self.check!r}; use one of {', '.join(CHECKS)}."
+            )
         if self.check == "no_pattern":
             if not self.pattern:
                 raise ValueError(f"Rule {self.name!r}: a no_pattern rule needs a `pattern`.")
@@ -76,8 +78,12 @@ def violates(rule: Rule, row: dict, n_tokens: int | None = None, max_length: int
     return any(ch.isalpha() and _script(ch) not in rule.allowed for t in texts for ch in t)
 
 
-def apply_constitution(rows: Sequence[dict], rules: Sequence[Rule], lengths: Sequence[int] | None = None,
-                       max_length: int | None = None) -> tuple[list[int], pd.DataFrame]:
+def apply_constitution(
+    rows: Sequence[dict],
+    rules: Sequence[Rule],
+    lengths: Sequence[int] | None = None,
+    max_length: int | None = None,
+) -> tuple[list[int], pd.DataFrame]:
     """Indices of the rows that follow every rule, and a report: per rule, the rows it drops
     and one example of a dropped row."""
     dropped_by: dict[str, list[int]] = {r.name: [] for r in rules}
@@ -86,11 +92,17 @@ def apply_constitution(rows: Sequence[dict], rules: Sequence[Rule], lengths: Seq
         for rule in rules:
             if violates(rule, row, n, max_length):
                 dropped_by[rule.name].append(i)
-    report = pd.DataFrame([
-        {"rule": r.name, "in plain words": r.rule, "rows dropped": len(dropped_by[r.name]),
-         "example": _example(rows[dropped_by[r.name][0]], r) if dropped_by[r.name] else ""}
-        for r in rules
-    ]).set_index("rule")
+    report = pd.DataFrame(
+        [
+            {
+                "rule": r.name,
+                "in plain words": r.rule,
+                "rows dropped": len(dropped_by[r.name]),
+                "example": _example(rows[dropped_by[r.name][0]], r) if dropped_by[r.name] else "",
+            }
+            for r in rules
+        ]
+    ).set_index("rule")
     out = set().union(*dropped_by.values()) if dropped_by else set()
     return [i for i in range(len(rows)) if i not in out], report
 

@@ -73,8 +73,13 @@ def truncation_table(lengths: Sequence[int], candidates: Sequence[int]) -> pd.Da
     rows = []
     for cut in candidates:
         over = arr > cut
-        rows.append({"max_length": cut, "examples truncated": over.mean(),
-                     "tokens lost": np.clip(arr - cut, 0, None).sum() / arr.sum()})
+        rows.append(
+            {
+                "max_length": cut,
+                "examples truncated": over.mean(),
+                "tokens lost": np.clip(arr - cut, 0, None).sum() / arr.sum(),
+            }
+        )
     return pd.DataFrame(rows).set_index("max_length")
 
 
@@ -103,7 +108,7 @@ def _batches(lengths: list[int], batch_size: int, grouped: bool, seed: int) -> l
     else:
         order = list(range(len(lengths)))
         random.Random(seed).shuffle(order)
-    return [[lengths[i] for i in order[k:k + batch_size]] for k in range(0, len(order), batch_size)]
+    return [[lengths[i] for i in order[k : k + batch_size]] for k in range(0, len(order), batch_size)]
 
 
 def padding_waste(lengths: Sequence[int], batch_size: int, max_length: int, seed: int = 0) -> pd.DataFrame:
@@ -115,7 +120,9 @@ def padding_waste(lengths: Sequence[int], batch_size: int, max_length: int, seed
 
     cut = [min(int(n), max_length) for n in lengths]
     real = sum(cut)
-    packed = pack_dataset(Dataset.from_dict({"input_ids": [[1] * n for n in cut]}), max_length, strategy="bfd")
+    packed = pack_dataset(
+        Dataset.from_dict({"input_ids": [[1] * n for n in cut]}), max_length, strategy="bfd"
+    )
     packed_lengths = [len(ids) for ids in packed["input_ids"]]
     batches = {
         STRATEGIES[1]: _batches(cut, batch_size, False, seed),
@@ -124,12 +131,16 @@ def padding_waste(lengths: Sequence[int], batch_size: int, max_length: int, seed
     }
     slots = {STRATEGIES[0]: math.ceil(len(cut) / batch_size) * batch_size * max_length}
     slots |= {name: sum(len(b) * max(b) for b in bs) for name, bs in batches.items()}
-    n_batches = {STRATEGIES[0]: math.ceil(len(cut) / batch_size)} | {name: len(bs) for name, bs in batches.items()}
-    return pd.DataFrame({
-        "real tokens": {k: real / v for k, v in slots.items()},
-        "tokens computed": slots,
-        "batches": n_batches,
-    })
+    n_batches = {STRATEGIES[0]: math.ceil(len(cut) / batch_size)} | {
+        name: len(bs) for name, bs in batches.items()
+    }
+    return pd.DataFrame(
+        {
+            "real tokens": {k: real / v for k, v in slots.items()},
+            "tokens computed": slots,
+            "batches": n_batches,
+        }
+    )
 
 
 # --- outliers ---------------------------------------------------------------------------------------
@@ -146,8 +157,12 @@ def outliers(rows: Sequence[dict], lengths: Sequence[int], min_chars: int = 1) -
     are dropped) of an earlier row."""
     arr = np.asarray(lengths)
     q1, q3 = np.percentile(arr, [25, 75])
-    found: dict[str, list[int]] = {"empty or near-empty turn": [], "extreme length": [],
-                                   "exact duplicate": [], "near duplicate": []}
+    found: dict[str, list[int]] = {
+        "empty or near-empty turn": [],
+        "extreme length": [],
+        "exact duplicate": [],
+        "near duplicate": [],
+    }
     exact, near = set(), set()
     for i, row in enumerate(rows):
         if any(len(m["content"].strip()) < min_chars for m in row["messages"]):

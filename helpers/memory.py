@@ -37,7 +37,13 @@ GiB = 2**30
 # Kept free for the CUDA context, the allocator's fragmentation and temporary buffers.
 HEADROOM = 0.10
 LINEAR_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-GPUS_GIB = {"T4 (16 GB)": 15.0, "L4 (24 GB)": 22.0, "A100 40 GB": 39.4, "A100 80 GB": 79.1, "H100 80 GB": 79.1}
+GPUS_GIB = {
+    "T4 (16 GB)": 15.0,
+    "L4 (24 GB)": 22.0,
+    "A100 40 GB": 39.4,
+    "A100 80 GB": 79.1,
+    "H100 80 GB": 79.1,
+}
 # bitsandbytes: 4-bit blocks of 64 weights (one absmax each); 8-bit AdamW blocks of 256.
 NF4_BLOCK, NESTED_BLOCK, ADAM8_BLOCK, ADAM8_MIN_SIZE = 64, 256, 256, 4096
 
@@ -86,12 +92,23 @@ class TrainSetup:
 
     @property
     def label(self) -> str:
-        method = {"full": "full", "lora": f"LoRA r={self.lora_r}", "qlora": f"QLoRA {self.quant_bits}-bit r={self.lora_r}"}
-        parts = [method[self.method], self.precision, self.optimizer, f"batch {self.batch_size} x {self.seq_len}"]
+        method = {
+            "full": "full",
+            "lora": f"LoRA r={self.lora_r}",
+            "qlora": f"QLoRA {self.quant_bits}-bit r={self.lora_r}",
+        }
+        parts = [
+            method[self.method],
+            self.precision,
+            self.optimizer,
+            f"batch {self.batch_size} x {self.seq_len}",
+        ]
         if self.gradient_checkpointing:
             parts.append("grad. checkpointing")
         if self.zero_stage:
-            parts.append(f"ZeRO-{self.zero_stage} x {self.n_gpus} GPUs" + (" + offload" if self.offload else ""))
+            parts.append(
+                f"ZeRO-{self.zero_stage} x {self.n_gpus} GPUs" + (" + offload" if self.offload else "")
+            )
         return ", ".join(parts)
 
 
@@ -124,7 +141,9 @@ class MemoryPlan:
         }
 
     def describe(self) -> str:
-        lines = [f"{self.setup.label}: {self.n_params / 1e6:,.1f} M parameters, {self.n_trainable / 1e6:,.2f} M trainable"]
+        lines = [
+            f"{self.setup.label}: {self.n_params / 1e6:,.1f} M parameters, {self.n_trainable / 1e6:,.2f} M trainable"
+        ]
         lines += [f"  {name:<17}{_fmt(b):>10}" for name, b in self.parts().items()]
         lines.append(f"  {'total':<17}{_fmt(self.total):>10}")
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
@@ -149,7 +168,9 @@ def lora_trainable_params(config: PretrainedConfig, r: int, target_modules: list
 
     with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5
         warnings.simplefilter("ignore", FutureWarning)
-        model = get_peft_model(meta_model(config), LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(target_modules)))
+        model = get_peft_model(
+            meta_model(config), LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(target_modules))
+        )
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -187,8 +208,16 @@ class _Shape:
         c = c.get_text_config()
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
-        return cls(c.hidden_size, kv_heads * head_dim, c.num_attention_heads * head_dim, c.num_attention_heads,
-                   c.intermediate_size, c.num_hidden_layers, c.vocab_size, head_dim)
+        return cls(
+            c.hidden_size,
+            kv_heads * head_dim,
+            c.num_attention_heads * head_dim,
+            c.num_attention_heads,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.vocab_size,
+            head_dim,
+        )
 
 
 # --- activations -----------------------------------------------------------------------------------
@@ -276,8 +305,11 @@ def _weight_bytes(model: torch.nn.Module, setup: TrainSetup) -> float:
         dtype_bytes = 2 if setup.precision == "bf16" else 4
     else:  # a frozen base is loaded in half precision unless the run is fp32
         dtype_bytes = 4 if setup.precision == "fp32" else 2
-    quantised = {id(m.weight) for name, m in model.named_modules()
-                 if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in LINEAR_TARGETS}
+    quantised = {
+        id(m.weight)
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in LINEAR_TARGETS
+    }
     total = 0.0
     for p in model.parameters():
         if setup.method == "qlora" and id(p) in quantised:
@@ -319,7 +351,9 @@ def plan_memory(config: PretrainedConfig, setup: TrainSetup = TrainSetup()) -> M
         trainable = list(model.parameters())
         param_bytes = 2 if setup.precision == "bf16" else 4
     else:
-        lora = LoraConfig(r=setup.lora_r, lora_alpha=2 * setup.lora_r, target_modules=list(setup.lora_targets))
+        lora = LoraConfig(
+            r=setup.lora_r, lora_alpha=2 * setup.lora_r, target_modules=list(setup.lora_targets)
+        )
         with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5
             warnings.simplefilter("ignore", FutureWarning)
             trainable = [p for p in get_peft_model(model, lora).parameters() if p.requires_grad]
@@ -341,15 +375,27 @@ def plan_memory(config: PretrainedConfig, setup: TrainSetup = TrainSetup()) -> M
         gradients = 2.0 * n_trainable / (n if z >= 2 else 1)
         optimizer = ZERO_K[setup.optimizer] * n_trainable / n
         if setup.method == "full":  # the paper's accounting, by its own function
-            assert math.isclose(weights + gradients + optimizer,
-                                zero_model_states(n_trainable, n, z, ZERO_K[setup.optimizer]))
+            assert math.isclose(
+                weights + gradients + optimizer, zero_model_states(n_trainable, n, z, ZERO_K[setup.optimizer])
+            )
         if setup.offload:
-            notes.append(f"offload: {_fmt(optimizer + gradients)} of optimizer states and gradients live in CPU RAM")
+            notes.append(
+                f"offload: {_fmt(optimizer + gradients)} of optimizer states and gradients live in CPU RAM"
+            )
             optimizer, gradients = 0.0, 0.0
     saved, recompute, loss_saved, logits = _activation_bytes(s, setup)
-    return MemoryPlan(setup, n_params, n_trainable, weights, gradients, optimizer,
-                      activations=saved + recompute, logits=loss_saved + logits,
-                      saved_activations=saved + loss_saved, notes=tuple(notes))
+    return MemoryPlan(
+        setup,
+        n_params,
+        n_trainable,
+        weights,
+        gradients,
+        optimizer,
+        activations=saved + recompute,
+        logits=loss_saved + logits,
+        saved_activations=saved + loss_saved,
+        notes=tuple(notes),
+    )
 
 
 # --- the verdict -----------------------------------------------------------------------------------
@@ -373,8 +419,10 @@ class Verdict:
 
     def __str__(self) -> str:
         return f"needs {_fmt(self.needed)} of {_fmt(self.usable)} usable: " + (
-            f"fits, {_fmt(self.usable - self.needed)} to spare" if self.fits
-            else f"{_fmt(self.needed - self.usable)} over")
+            f"fits, {_fmt(self.usable - self.needed)} to spare"
+            if self.fits
+            else f"{_fmt(self.needed - self.usable)} over"
+        )
 
 
 def verdict(plan: MemoryPlan, device_bytes: float) -> Verdict:
@@ -401,11 +449,15 @@ def _single_changes(setup: TrainSetup) -> list[TrainSetup]:
 
 def _stacked_changes(setup: TrainSetup) -> list[TrainSetup]:
     """Changes stacked one after another, cheapest in lost speed or quality first."""
-    steps = [lambda s: replace(s, gradient_checkpointing=True),
-             lambda s: replace(s, method="lora") if s.method == "full" else s,
-             lambda s: replace(s, method="qlora", quant_bits=4),
-             lambda s: replace(s, optimizer="adamw_8bit") if s.optimizer == "adamw" else s]
-    steps += [lambda s: replace(s, batch_size=max(1, s.batch_size // 2))] * max(1, setup.batch_size.bit_length())
+    steps = [
+        lambda s: replace(s, gradient_checkpointing=True),
+        lambda s: replace(s, method="lora") if s.method == "full" else s,
+        lambda s: replace(s, method="qlora", quant_bits=4),
+        lambda s: replace(s, optimizer="adamw_8bit") if s.optimizer == "adamw" else s,
+    ]
+    steps += [lambda s: replace(s, batch_size=max(1, s.batch_size // 2))] * max(
+        1, setup.batch_size.bit_length()
+    )
     out, current = [], setup
     for step in steps:
         current = step(current)
@@ -416,11 +468,21 @@ def _stacked_changes(setup: TrainSetup) -> list[TrainSetup]:
 
 def _change(old: TrainSetup, new: TrainSetup) -> str:
     said = []
-    for name in ("method", "quant_bits", "optimizer", "batch_size", "gradient_checkpointing", "zero_stage", "offload"):
+    for name in (
+        "method",
+        "quant_bits",
+        "optimizer",
+        "batch_size",
+        "gradient_checkpointing",
+        "zero_stage",
+        "offload",
+    ):
         a, b = getattr(old, name), getattr(new, name)
         if a != b and not (name == "quant_bits" and new.method != "qlora"):
             if name == "batch_size":
-                said.append(f"batch_size={b} with gradient_accumulation_steps={old.batch_size // b} (same effective batch)")
+                said.append(
+                    f"batch_size={b} with gradient_accumulation_steps={old.batch_size // b} (same effective batch)"
+                )
             else:
                 said.append(f"{name}={b}")
     return ", ".join(said)
@@ -445,8 +507,10 @@ def check_fits(plan: MemoryPlan, device_bytes: float, config: PretrainedConfig |
         msg.append("Changes that fit:" if fitting else "Nothing fits; use a smaller model or a larger GPU.")
         msg += [f"  - {_change(plan.setup, alt)}: {_fmt(p.total)}" for alt, p in fitting]
     else:
-        msg.append("Try gradient_checkpointing=True, a smaller batch with gradient accumulation, LoRA or QLoRA, "
-                   "8-bit AdamW, or ZeRO-3 with offload (pass config= to check_fits for figures).")
+        msg.append(
+            "Try gradient_checkpointing=True, a smaller batch with gradient accumulation, LoRA or QLoRA, "
+            "8-bit AdamW, or ZeRO-3 with offload (pass config= to check_fits for figures)."
+        )
     raise DoesNotFit("\n".join(msg))
 
 
@@ -482,15 +546,22 @@ def counted_model_states(model: torch.nn.Module, optimizer: torch.optim.Optimize
             weights.append(p.SCB)
         qs = getattr(p, "quant_state", None)
         if qs is not None:
-            weights += [qs.absmax, *(
-                [qs.state2.absmax] if getattr(qs, "nested", False) and qs.state2 is not None else []
-            )]
+            weights += [
+                qs.absmax,
+                *([qs.state2.absmax] if getattr(qs, "nested", False) and qs.state2 is not None else []),
+            ]
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     states = [v for st in optimizer.state.values() for v in st.values()]
-    return {"weights": _unique_bytes(weights), "gradients": _unique_bytes(grads), "optimizer": _unique_bytes(states)}
+    return {
+        "weights": _unique_bytes(weights),
+        "gradients": _unique_bytes(grads),
+        "optimizer": _unique_bytes(states),
+    }
 
 
-def counted_saved_activations(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[int, torch.Tensor]:
+def counted_saved_activations(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[int, torch.Tensor]:
     """Bytes autograd saves for backward during one forward pass (parameters excluded), and
     the loss, counted with torch.autograd.graph.saved_tensors_hooks."""
     param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}

@@ -33,15 +33,22 @@ def plot_plans(plans: dict[str, MemoryPlan], device_gib: float | None = None, ax
         ax.barh(labels, widths, left=left, color=colour, label=part)
         left = [a + b for a, b in zip(left, widths)]
     if device_gib:
-        ax.axvline(device_gib * (1 - HEADROOM), color="black", ls="--", lw=1,
-                   label=f"usable ({device_gib:g} GiB less {HEADROOM:.0%})")
+        ax.axvline(
+            device_gib * (1 - HEADROOM),
+            color="black",
+            ls="--",
+            lw=1,
+            label=f"usable ({device_gib:g} GiB less {HEADROOM:.0%})",
+        )
     ax.invert_yaxis()
     ax.set_xlabel("GiB per GPU")
     ax.legend(loc="lower right", fontsize=8)
     return ax
 
 
-def fit_table(configs: dict[str, PretrainedConfig], setups: dict[str, TrainSetup], device_gib: float) -> pd.DataFrame:
+def fit_table(
+    configs: dict[str, PretrainedConfig], setups: dict[str, TrainSetup], device_gib: float
+) -> pd.DataFrame:
     """Predicted GiB for every model x setup, with a check mark where it fits the device."""
     rows = {}
     for name, cfg in configs.items():

@@ -27,7 +27,8 @@ def exact_match_by_group(
     for i, g in enumerate(groups):
         by_group[g].append(i)
     scores = {
-        g: exact_match([predictions[i] for i in idx], [targets[i] for i in idx]) for g, idx in by_group.items()
+        g: exact_match([predictions[i] for i in idx], [targets[i] for i in idx])
+        for g, idx in by_group.items()
     }
     scores["all"] = exact_match(predictions, targets)
     return scores
@@ -52,8 +53,9 @@ def relaxed_accuracy(prediction: str, target: str, tolerance: float = 0.05) -> b
     return normalise(prediction) == normalise(target)
 
 
-def relaxed_accuracy_batch(predictions: Sequence[str], targets: Sequence[str | Sequence[str]],
-                           tolerance: float = 0.05) -> float:
+def relaxed_accuracy_batch(
+    predictions: Sequence[str], targets: Sequence[str | Sequence[str]], tolerance: float = 0.05
+) -> float:
     """Share of predictions right under relaxed_accuracy; a target may be a list of accepted answers
     (ChartQA's `label` column)."""
     if len(predictions) != len(targets):

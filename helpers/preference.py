@@ -16,23 +16,30 @@ Messages = list[dict]
 
 
 @torch.no_grad()
-def completion_logps(model, tokenizer, prompts: Sequence[Messages], completions: Sequence[Messages],
-                     batch_size: int = 32) -> torch.Tensor:
+def completion_logps(
+    model, tokenizer, prompts: Sequence[Messages], completions: Sequence[Messages], batch_size: int = 32
+) -> torch.Tensor:
     """Sum of log p(token) over each completion's tokens, given its prompt, in the chat template."""
     was_training = model.training
     model.eval()
     rows = []
     for prompt, completion in zip(prompts, completions):
-        head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-        full = tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=True, return_dict=True)["input_ids"]
+        head = tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        full = tokenizer.apply_chat_template(
+            list(prompt) + list(completion), tokenize=True, return_dict=True
+        )["input_ids"]
         if full[: len(head)] != head:
-            raise ValueError("The chat template renders the prompt differently once a completion follows it; "
-                             "completion log-probabilities would be misaligned.")
+            raise ValueError(
+                "The chat template renders the prompt differently once a completion follows it; "
+                "completion log-probabilities would be misaligned."
+            )
         rows.append((full, len(head)))
     out = []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
+        chunk = rows[start : start + batch_size]
         width = max(len(ids) for ids, _ in chunk)
         ids = torch.full((len(chunk), width), pad)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -40,7 +47,7 @@ def completion_logps(model, tokenizer, prompts: Sequence[Messages], completions:
         for i, (seq, n_prompt) in enumerate(chunk):
             ids[i, : len(seq)] = torch.tensor(seq)
             mask[i, : len(seq)] = 1
-            completion[i, n_prompt: len(seq)] = 1
+            completion[i, n_prompt : len(seq)] = 1
         ids, mask, completion = ids.to(model.device), mask.to(model.device), completion.to(model.device)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         token_logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
@@ -49,7 +56,9 @@ def completion_logps(model, tokenizer, prompts: Sequence[Messages], completions:
     return torch.cat(out)
 
 
-def pair_logps(model, tokenizer, rows: Sequence[dict], batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_logps(
+    model, tokenizer, rows: Sequence[dict], batch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Completion log-probabilities of the chosen and the rejected answer of each pair."""
     prompts = [r["prompt"] for r in rows]
     chosen = completion_logps(model, tokenizer, prompts, [r["chosen"] for r in rows], batch_size)
@@ -57,8 +66,13 @@ def pair_logps(model, tokenizer, rows: Sequence[dict], batch_size: int = 32) -> 
     return chosen, rejected
 
 
-def preference_metrics(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor,
-                       ref_rejected: torch.Tensor, beta: float) -> dict[str, float]:
+def preference_metrics(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> dict[str, float]:
     """- prefers chosen: share of pairs where the model gives the chosen answer more probability;
     - reward accuracy: share where DPO's implicit reward beta * log(pi / pi_ref) is higher for the
       chosen answer (0 before training: policy and reference are the same model, every pair ties);

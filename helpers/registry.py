@@ -60,7 +60,9 @@ class DatasetSource:
 HUB_DATASETS: dict[str, DatasetSource] = {
     "chat": DatasetSource("HuggingFaceTB/smol-smoltalk", None, "train", "test", ("messages",)),
     # The hub set's prompt is implicit (inside chosen/rejected); trl's maybe_extract_prompt splits it out.
-    "preference": DatasetSource("trl-lib/ultrafeedback_binarized", None, "train", "test", ("chosen", "rejected")),
+    "preference": DatasetSource(
+        "trl-lib/ultrafeedback_binarized", None, "train", "test", ("chosen", "rejected")
+    ),
     "charts": DatasetSource(
         "HuggingFaceM4/ChartQA", None, "train", "val", ("image", "query", "label", "human_or_machine")
     ),

@@ -1,8 +1,8 @@
 """Small pieces around TRL and PEFT that would clutter notebook 02 and later lessons.
 
-    quant = quantization_config(profile, bits=4)     # BitsAndBytesConfig, compute dtype from the profile
-    model = load_for_training(path, profile, bits=4) # guarded against the CPU 4-bit eval trap
-    render_label_mask(tokenizer, ids, labels)        # which tokens carry loss, in colour
+quant = quantization_config(profile, bits=4)     # BitsAndBytesConfig, compute dtype from the profile
+model = load_for_training(path, profile, bits=4) # guarded against the CPU 4-bit eval trap
+render_label_mask(tokenizer, ids, labels)        # which tokens carry loss, in colour
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ from helpers.runtime import Profile
 def quantization_config(profile: Profile, bits: int = 4) -> BitsAndBytesConfig:
     """QLoRA's recipe: NF4 with double quantisation (or LLM.int8), computing in the profile's dtype."""
     if bits == 4:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=profile.torch_dtype)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=profile.torch_dtype,
+        )
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     raise ValueError(f"bits must be 4 or 8, not {bits}")
@@ -44,20 +48,29 @@ def load_for_training(path: str, profile: Profile, bits: int | None = None) -> t
 
     Says plainly when bitsandbytes cannot quantise here, instead of failing deep inside it."""
     if bits is None:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=profile.torch_dtype,
-                                                    attn_implementation=profile.attn_implementation).to(profile.device)
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=profile.torch_dtype, attn_implementation=profile.attn_implementation
+        ).to(profile.device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quantization_config(profile, bits),
-                                                     dtype=profile.torch_dtype, device_map=profile.device)
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            quantization_config=quantization_config(profile, bits),
+            dtype=profile.torch_dtype,
+            device_map=profile.device,
+        )
     except (ImportError, RuntimeError, ValueError) as err:
-        raise RuntimeError(f"bitsandbytes could not load {path} in {bits}-bit on {profile.device}: {err}\n"
-                           "QLoRA needs a CUDA GPU or bitsandbytes' CPU backend; train with plain LoRA instead.") from err
+        raise RuntimeError(
+            f"bitsandbytes could not load {path} in {bits}-bit on {profile.device}: {err}\n"
+            "QLoRA needs a CUDA GPU or bitsandbytes' CPU backend; train with plain LoRA instead."
+        ) from err
     if profile.device == "cpu":
         guard_4bit_on_cpu(model)
     return model
 
 
-def label_mask_rows(tokenizer: PreTrainedTokenizerBase, input_ids: list[int], labels: list[int]) -> list[tuple[str, bool]]:
+def label_mask_rows(
+    tokenizer: PreTrainedTokenizerBase, input_ids: list[int], labels: list[int]
+) -> list[tuple[str, bool]]:
     """(token text, trained?) for each position: a position is trained when its label is not -100."""
     return [(tokenizer.decode([i]), lab != -100) for i, lab in zip(input_ids, labels)]
 
@@ -68,10 +81,14 @@ def render_label_mask(tokenizer: PreTrainedTokenizerBase, input_ids: list[int], 
     for text, trained in label_mask_rows(tokenizer, input_ids, labels):
         colour = "#b7e4c7" if trained else "#e9ecef"
         shown = html.escape(text).replace("\n", "↵<br>")
-        spans.append(f'<span style="background:{colour};border:1px solid #ccc;margin:1px;padding:0 2px;'
-                     f'font-family:monospace">{shown}</span>')
-    legend = ('<div><span style="background:#b7e4c7">trained (carries loss)</span> '
-              '<span style="background:#e9ecef">masked (label -100)</span></div>')
+        spans.append(
+            f'<span style="background:{colour};border:1px solid #ccc;margin:1px;padding:0 2px;'
+            f'font-family:monospace">{shown}</span>'
+        )
+    legend = (
+        '<div><span style="background:#b7e4c7">trained (carries loss)</span> '
+        '<span style="background:#e9ecef">masked (label -100)</span></div>'
+    )
     return legend + "<div style='line-height:1.9'>" + "".join(spans) + "</div>"
 
 
@@ -93,5 +110,7 @@ def ensure_training_template(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTo
         tokenizer.chat_template = CHAT_TEMPLATE
         tokenizer.eos_token = "<|im_end|>"  # each trained answer ends with it; generation stops there
         return tokenizer
-    raise ValueError("This tokenizer's chat template has no {% generation %} markers, so assistant-only loss "
-                     "cannot find the answer tokens. Use trl.get_training_chat_template(tokenizer) or write one.")
+    raise ValueError(
+        "This tokenizer's chat template has no {% generation %} markers, so assistant-only loss "
+        "cannot find the answer tokens. Use trl.get_training_chat_template(tokenizer) or write one."
+    )

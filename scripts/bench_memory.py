@@ -31,13 +31,19 @@ warnings.filterwarnings("ignore")
 
 
 def build(config, setup: TrainSetup, device: str):
-    dtype = torch.bfloat16 if setup.precision == "bf16" or (setup.method != "full" and setup.precision != "fp32") else torch.float32
+    dtype = (
+        torch.bfloat16
+        if setup.precision == "bf16" or (setup.method != "full" and setup.precision != "fp32")
+        else torch.float32
+    )
     model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=setup.attn).to(device)
     if setup.method == "lora":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=setup.lora_r, lora_alpha=2 * setup.lora_r,
-                                                 target_modules=list(setup.lora_targets)))
+        model = get_peft_model(
+            model,
+            LoraConfig(r=setup.lora_r, lora_alpha=2 * setup.lora_r, target_modules=list(setup.lora_targets)),
+        )
     if setup.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -58,8 +64,13 @@ def cpu_table() -> None:
     config = AutoConfig.from_pretrained(models_for("tiny")["base"])
     base = TrainSetup(method="full", precision="fp32", batch_size=8, seq_len=64)
     print(f"{'setup (tiny-base, CPU)':<58} {'part':<12} {'predicted':>11} {'counted':>11} {'error':>7}")
-    for setup in [base, replace(base, optimizer="adamw_8bit"), replace(base, gradient_checkpointing=True),
-                  replace(base, method="lora", lora_r=8), replace(base, method="lora", precision="bf16")]:
+    for setup in [
+        base,
+        replace(base, optimizer="adamw_8bit"),
+        replace(base, gradient_checkpointing=True),
+        replace(base, method="lora", lora_r=8),
+        replace(base, method="lora", precision="bf16"),
+    ]:
         model, opt = build(config, setup, "cpu")
         ids = torch.randint(4, config.vocab_size, (setup.batch_size, setup.seq_len))
         saved, loss = counted_saved_activations(model, {"input_ids": ids, "labels": ids})
@@ -67,20 +78,38 @@ def cpu_table() -> None:
         opt.step()
         counted = counted_model_states(model, opt) | {"activations": saved}
         plan = plan_memory(config, setup)
-        predicted = {"weights": plan.weights, "gradients": plan.gradients, "optimizer": plan.optimizer,
-                     "activations": plan.saved_activations}
+        predicted = {
+            "weights": plan.weights,
+            "gradients": plan.gradients,
+            "optimizer": plan.optimizer,
+            "activations": plan.saved_activations,
+        }
         for part, n in counted.items():
             err = predicted[part] / n - 1 if n else 0.0
-            print(f"{setup.label:<58} {part:<12} {predicted[part] / 2**20:>9.3f}MB {n / 2**20:>9.3f}MB {err:>+7.1%}")
+            print(
+                f"{setup.label:<58} {part:<12} {predicted[part] / 2**20:>9.3f}MB {n / 2**20:>9.3f}MB {err:>+7.1%}"
+            )
 
 
 def gpu_table() -> None:
     configs = reference_configs()
-    cases = [("SmolLM2-135M", TrainSetup(method="full", precision="bf16", batch_size=8, seq_len=512)),
-             ("SmolLM2-360M", TrainSetup(method="full", precision="mixed", batch_size=4, seq_len=1024)),
-             ("SmolLM2-360M", TrainSetup(method="lora", precision="bf16", batch_size=8, seq_len=1024)),
-             ("SmolLM2-1.7B", TrainSetup(method="lora", precision="bf16", batch_size=4, seq_len=1024, gradient_checkpointing=True)),
-             ("SmolLM2-1.7B", TrainSetup(method="full", precision="bf16", batch_size=2, seq_len=1024, gradient_checkpointing=True))]
+    cases = [
+        ("SmolLM2-135M", TrainSetup(method="full", precision="bf16", batch_size=8, seq_len=512)),
+        ("SmolLM2-360M", TrainSetup(method="full", precision="mixed", batch_size=4, seq_len=1024)),
+        ("SmolLM2-360M", TrainSetup(method="lora", precision="bf16", batch_size=8, seq_len=1024)),
+        (
+            "SmolLM2-1.7B",
+            TrainSetup(
+                method="lora", precision="bf16", batch_size=4, seq_len=1024, gradient_checkpointing=True
+            ),
+        ),
+        (
+            "SmolLM2-1.7B",
+            TrainSetup(
+                method="full", precision="bf16", batch_size=2, seq_len=1024, gradient_checkpointing=True
+            ),
+        ),
+    ]
     print(f"{'model':<14} {'setup':<62} {'predicted':>10} {'measured':>10} {'error':>7}")
     for name, setup in cases:
         model, opt = build(configs[name], setup, "cuda")
@@ -95,14 +124,20 @@ def gpu_table() -> None:
             opt.zero_grad(set_to_none=True)
         measured = torch.cuda.max_memory_allocated()
         predicted = plan_memory(configs[name], setup).total
-        print(f"{name:<14} {setup.label:<62} {predicted / GiB:>8.2f}GB {measured / GiB:>8.2f}GB {predicted / measured - 1:>+7.1%}")
+        print(
+            f"{name:<14} {setup.label:<62} {predicted / GiB:>8.2f}GB {measured / GiB:>8.2f}GB {predicted / measured - 1:>+7.1%}"
+        )
         del model, opt
         torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gpu", action="store_true", help="measure on the GPU instead of counting on the CPU")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--gpu", action="store_true", help="measure on the GPU instead of counting on the CPU"
+    )
     if parser.parse_args().gpu:
         if not torch.cuda.is_available():
             raise SystemExit("--gpu needs a CUDA GPU; run without it to count bytes on the CPU.")

@@ -24,8 +24,14 @@ def test_median_seconds_runs_the_function_warmup_plus_repeat_times():
 
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])  # multi-head, grouped-query, multi-query
 def test_kv_cache_formula_matches_a_real_cache(kv_heads):
-    config = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=kv_heads,
-                         intermediate_size=128, vocab_size=100)
+    config = LlamaConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        intermediate_size=128,
+        vocab_size=100,
+    )
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():
         cache = model(input_ids=torch.randint(0, 100, (3, 17)), use_cache=True).past_key_values

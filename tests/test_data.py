@@ -82,6 +82,8 @@ def test_parallel_sentences_cover_four_languages():
     rows = parallel_sentences()
     assert len(rows) >= 20
     for r in rows:
-        assert set(r) == {"id", "en", "th", "vi", "fa"} and all(r[k].strip() for k in ("en", "th", "vi", "fa"))
+        assert set(r) == {"id", "en", "th", "vi", "fa"} and all(
+            r[k].strip() for k in ("en", "th", "vi", "fa")
+        )
     assert any("\u0e00" <= ch <= "\u0e7f" for ch in rows[0]["th"])  # Thai script
     assert any("\u0600" <= ch <= "\u06ff" for ch in rows[0]["fa"])  # Arabic script (Persian)

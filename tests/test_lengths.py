@@ -20,7 +20,9 @@ from helpers.tiny.build import ensure_built
 
 def chat(user: str, answer: str, system: str | None = None) -> dict:
     messages = [{"role": "system", "content": system}] if system else []
-    return {"messages": messages + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+    return {
+        "messages": messages + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    }
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,9 @@ def test_token_lengths_split_template_from_content(tokenizer):
     for row, (_, got) in zip(rows, df.iterrows()):
         full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
         assert got["total"] == len(full)
-        content = sum(len(tokenizer(m["content"], add_special_tokens=False)["input_ids"]) for m in row["messages"])
+        content = sum(
+            len(tokenizer(m["content"], add_special_tokens=False)["input_ids"]) for m in row["messages"]
+        )
         assert got["template"] == len(full) - content > 0
     assert df.loc[1, "system"] > 0 and df.loc[0, "system"] == 0
 

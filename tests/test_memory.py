@@ -23,8 +23,15 @@ from helpers.memory import (
 from helpers.registry import models_for
 from helpers.tiny.build import ensure_built
 
-GQA = LlamaConfig(hidden_size=96, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
-                  intermediate_size=256, vocab_size=512, tie_word_embeddings=False)
+GQA = LlamaConfig(
+    hidden_size=96,
+    num_hidden_layers=3,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    intermediate_size=256,
+    vocab_size=512,
+    tie_word_embeddings=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +63,17 @@ def test_lora_trainable_params_by_hand():
 
 def test_parameter_counts_of_published_models():
     # Totals published by the model authors, counted here from the config on the meta device.
-    expected = {"SmolLM2-135M": 134.5e6, "SmolLM2-360M": 361.8e6, "Llama-3.2-1B": 1.236e9, "Llama-3.1-8B": 8.03e9}
+    expected = {
+        "SmolLM2-135M": 134.5e6,
+        "SmolLM2-360M": 361.8e6,
+        "Llama-3.2-1B": 1.236e9,
+        "Llama-3.1-8B": 8.03e9,
+    }
     configs = reference_configs()
     for name, n in expected.items():
-        assert plan_memory(configs[name], TrainSetup(method="full")).n_params == pytest.approx(n, rel=0.005), name
+        assert plan_memory(configs[name], TrainSetup(method="full")).n_params == pytest.approx(
+            n, rel=0.005
+        ), name
 
 
 def _train_one_step(config, setup: TrainSetup):
@@ -67,8 +81,12 @@ def _train_one_step(config, setup: TrainSetup):
     dtype = torch.bfloat16 if setup.precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=setup.attn)
     if setup.method == "lora":
-        lora = LoraConfig(r=setup.lora_r, lora_alpha=2 * setup.lora_r, lora_dropout=setup.lora_dropout,
-                          target_modules=list(setup.lora_targets))
+        lora = LoraConfig(
+            r=setup.lora_r,
+            lora_alpha=2 * setup.lora_r,
+            lora_dropout=setup.lora_dropout,
+            target_modules=list(setup.lora_targets),
+        )
         model = get_peft_model(model, lora)
     if setup.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -119,10 +137,19 @@ def test_prediction_matches_counted_bytes(which, setup, tiny_base_config):
 def test_quantised_weights_match_bitsandbytes(bits, tiny_base_config):
     from transformers import BitsAndBytesConfig
 
-    quant = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                bnb_4bit_compute_dtype=torch.float32) if bits == 4 else BitsAndBytesConfig(load_in_8bit=True))
-    model = AutoModelForCausalLM.from_pretrained(models_for("tiny")["base"], quantization_config=quant,
-                                                 dtype=torch.float32, device_map="cpu")
+    quant = (
+        BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )
+        if bits == 4
+        else BitsAndBytesConfig(load_in_8bit=True)
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        models_for("tiny")["base"], quantization_config=quant, dtype=torch.float32, device_map="cpu"
+    )
     counted = counted_model_states(model, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]))["weights"]
     plan = plan_memory(tiny_base_config, TrainSetup(method="qlora", quant_bits=bits, precision="fp32"))
     assert counted == plan.weights - plan.n_trainable * 4  # less the fp32 adapter, not attached here
@@ -131,14 +158,20 @@ def test_quantised_weights_match_bitsandbytes(bits, tiny_base_config):
 def test_memory_grows_as_expected():
     cfg = reference_configs()["SmolLM2-360M"]
     base = plan_memory(cfg, TrainSetup(method="full", batch_size=4, seq_len=512))
-    assert plan_memory(cfg, replace(base.setup, batch_size=8)).activations == pytest.approx(2 * base.activations, rel=0.01)
-    assert plan_memory(cfg, replace(base.setup, gradient_checkpointing=True)).activations < base.activations / 4
+    assert plan_memory(cfg, replace(base.setup, batch_size=8)).activations == pytest.approx(
+        2 * base.activations, rel=0.01
+    )
+    assert (
+        plan_memory(cfg, replace(base.setup, gradient_checkpointing=True)).activations < base.activations / 4
+    )
     lora = plan_memory(cfg, replace(base.setup, method="lora"))
     qlora = plan_memory(cfg, replace(base.setup, method="qlora"))
     assert qlora.weights < lora.weights < base.weights
     assert lora.optimizer < base.optimizer / 10
     zero3 = plan_memory(cfg, replace(base.setup, zero_stage=3, n_gpus=4))
-    assert zero3.weights + zero3.gradients + zero3.optimizer == pytest.approx(zero_model_states(base.n_params, 4, 3))
+    assert zero3.weights + zero3.gradients + zero3.optimizer == pytest.approx(
+        zero_model_states(base.n_params, 4, 3)
+    )
 
 
 def test_check_fits_passes_or_says_what_would_fit():
@@ -151,8 +184,12 @@ def test_check_fits_passes_or_says_what_would_fit():
     message = str(err.value)
     assert "over" in message and "Changes that fit" in message and "qlora" in message
     # The change it proposes does fit.
-    fitted = plan_memory(configs["Llama-3.1-8B"], TrainSetup(method="qlora", optimizer="adamw_8bit", batch_size=2,
-                                                             seq_len=1024, gradient_checkpointing=True))
+    fitted = plan_memory(
+        configs["Llama-3.1-8B"],
+        TrainSetup(
+            method="qlora", optimizer="adamw_8bit", batch_size=2, seq_len=1024, gradient_checkpointing=True
+        ),
+    )
     assert check_fits(fitted, 16 * GiB)
 
 

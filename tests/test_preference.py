@@ -19,7 +19,9 @@ def chat():
 
 
 def one_by_one(model, tokenizer, prompt, completion):
-    head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
     full = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)["input_ids"]
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([full])).logits[0]
@@ -29,18 +31,30 @@ def one_by_one(model, tokenizer, prompt, completion):
 
 def test_batched_logps_match_one_by_one(chat):
     model, tok = chat
-    prompts = [[{"role": "user", "content": "What number comes after 41?"}],
-               [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Is 8 even or odd?"}]]
-    completions = [[{"role": "assistant", "content": "42"}], [{"role": "assistant", "content": "even, clearly"}]]
+    prompts = [
+        [{"role": "user", "content": "What number comes after 41?"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Is 8 even or odd?"}],
+    ]
+    completions = [
+        [{"role": "assistant", "content": "42"}],
+        [{"role": "assistant", "content": "even, clearly"}],
+    ]
     batched = completion_logps(model, tok, prompts, completions, batch_size=2)
     for i in range(2):
-        assert batched[i].item() == pytest.approx(one_by_one(model, tok, prompts[i], completions[i]), abs=1e-4)
+        assert batched[i].item() == pytest.approx(
+            one_by_one(model, tok, prompts[i], completions[i]), abs=1e-4
+        )
 
 
 def test_the_chat_model_prefers_right_answers(chat):
     model, tok = chat
-    rows = [{"prompt": [{"role": "user", "content": "What number comes after 41?"}],
-             "chosen": [{"role": "assistant", "content": "42"}], "rejected": [{"role": "assistant", "content": "17"}]}]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": "What number comes after 41?"}],
+            "chosen": [{"role": "assistant", "content": "42"}],
+            "rejected": [{"role": "assistant", "content": "17"}],
+        }
+    ]
     chosen, rejected = pair_logps(model, tok, rows)
     assert chosen[0] > rejected[0]
 
@@ -55,7 +69,9 @@ def test_preference_metrics_by_hand():
     assert m["reward margin"] == pytest.approx(((0.5 + 0.5) + (0 - 0.5)) / 2)
     assert m["drift (nats)"] == pytest.approx((1 + 0 + 1 + 1) / 4)
     same = preference_metrics(chosen, rejected, chosen, rejected, beta=0.1)
-    assert same["reward accuracy"] == 0 and same["drift (nats)"] == 0 and not math.isnan(same["reward margin"])
+    assert (
+        same["reward accuracy"] == 0 and same["drift (nats)"] == 0 and not math.isnan(same["reward margin"])
+    )
 
 
 def test_a_template_that_rewrites_the_prompt_is_refused(chat):
@@ -64,4 +80,6 @@ def test_a_template_that_rewrites_the_prompt_is_refused(chat):
     # A template that only renders the last message: the prompt is not a prefix of prompt + answer.
     tok.chat_template = "{{ messages[-1]['content'] }}{% if add_generation_prompt %}>>{% endif %}"
     with pytest.raises(ValueError, match="misaligned"):
-        completion_logps(model, tok, [[{"role": "user", "content": "hi"}]], [[{"role": "assistant", "content": "yo"}]])
+        completion_logps(
+            model, tok, [[{"role": "user", "content": "hi"}]], [[{"role": "assistant", "content": "yo"}]]
+        )

@@ -4,7 +4,9 @@ import pytest
 
 from helpers.runtime import Hardware, choose_profile
 
-T4 = Hardware(cuda=True, gpu_name="Tesla T4", vram_gb=15.0, compute_capability=(7, 5), cpu_cores=2, colab=True)
+T4 = Hardware(
+    cuda=True, gpu_name="Tesla T4", vram_gb=15.0, compute_capability=(7, 5), cpu_cores=2, colab=True
+)
 L4 = Hardware(cuda=True, gpu_name="NVIDIA L4", vram_gb=22.5, compute_capability=(8, 9))
 A100 = Hardware(cuda=True, gpu_name="NVIDIA A100-SXM4-80GB", vram_gb=79.2, compute_capability=(8, 0))
 A100_FA = Hardware(**{**A100.__dict__, "flash_attn_installed": True})

@@ -29,7 +29,9 @@ def test_only_assistant_tokens_and_their_end_token_are_marked(tok):
 
 
 def test_generation_prompt_opens_an_assistant_turn(tok):
-    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.endswith("<|im_start|>assistant\n")
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|pad|>"
 

@@ -20,15 +20,19 @@ def lora_grads(model, batch):
     model.train()
     model.zero_grad()
     model(**batch).loss.backward()
-    return {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {
+        n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
 def test_4bit_lora_gradients_survive_an_eval_pass(tiny):
     """CPU-NOTES: on AVX512-BF16 CPUs an eval forward silently breaks 4-bit LoRA gradients."""
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(load_for_training(models_for("tiny")["base"], tiny, bits=4),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0))
+    model = get_peft_model(
+        load_for_training(models_for("tiny")["base"], tiny, bits=4),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0),
+    )
     torch.manual_seed(0)
     for p in model.parameters():  # LoRA B starts at zero: give it values so A's gradient is not zero too
         if p.requires_grad:
@@ -59,7 +63,9 @@ def test_training_template_is_added_to_chatml_only():
     ensure_built(["tokenizer"])
     tok = AutoTokenizer.from_pretrained(models_for("tiny")["base"])
     marked = tok.chat_template
-    tok.chat_template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    )
     assert "generation" in ensure_training_template(tok).chat_template
     tok.chat_template = marked
     assert ensure_training_template(tok).chat_template == marked
@@ -77,12 +83,28 @@ def test_trl_masks_everything_but_the_answer_and_its_end_token(tmp_path):
     ensure_built(["tiny-base"])
     path = models_for("tiny")["base"]
     tok = AutoTokenizer.from_pretrained(path)
-    row = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What comes after 4?"},
-                        {"role": "assistant", "content": "5"}]}
-    args = SFTConfig(output_dir=str(tmp_path), max_steps=1, assistant_only_loss=True, use_cpu=True, bf16=False,
-                     gradient_checkpointing=False, report_to="none")
-    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(path), args=args,
-                         train_dataset=Dataset.from_list([row]), processing_class=tok)
+    row = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What comes after 4?"},
+            {"role": "assistant", "content": "5"},
+        ]
+    }
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        assistant_only_loss=True,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+    )
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(path),
+        args=args,
+        train_dataset=Dataset.from_list([row]),
+        processing_class=tok,
+    )
     batch = trainer.data_collator([trainer.train_dataset[0]])
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
     trained = tok.decode([i for i, lab in zip(ids, labels) if lab != -100])

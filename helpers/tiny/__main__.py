@@ -1,7 +1,7 @@
 """Command line for the tiny world.
 
-    python -m helpers.tiny build [--force] [--only tiny-base tiny-chat ...]
-    python -m helpers.tiny report          # build times and the measured SFT gain
+python -m helpers.tiny build [--force] [--only tiny-base tiny-chat ...]
+python -m helpers.tiny report          # build times and the measured SFT gain
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build what is missing (or everything with --force)")
     b.add_argument("--force", action="store_true", help="rebuild even if the cache is current")
-    b.add_argument("--only", nargs="+", choices=PARTS, default=list(DEFAULT_PARTS), help="parts to build (default: all but tiny-teacher)")
+    b.add_argument(
+        "--only",
+        nargs="+",
+        choices=PARTS,
+        default=list(DEFAULT_PARTS),
+        help="parts to build (default: all but tiny-teacher)",
+    )
     sub.add_parser("report", help="print the build report")
     args = parser.parse_args()
     if args.command == "build":

@@ -73,7 +73,10 @@ def build_data(out: Path) -> None:
     chat = world.instruction_rows(n_train=3000, n_test=200)
     prefs = world.preference_rows(n_train=2000, n_test=200)
     news = world.news_rows(n_train=2000, n_test=200)
-    text = {"train": world.pretraining_text(N_PRETRAIN_DOCS, seed=0), "test": world.pretraining_text(300, seed=99)}
+    text = {
+        "train": world.pretraining_text(N_PRETRAIN_DOCS, seed=0),
+        "test": world.pretraining_text(300, seed=99),
+    }
     chart_features = datasets.Features(
         {
             "image": datasets.Image(),
@@ -136,7 +139,9 @@ def pack_blocks(tokenizer, texts: Iterable[str], block_size: int) -> torch.Tenso
     return torch.tensor(ids[: n * block_size]).view(n, block_size)
 
 
-def pretrain(spec: TinySpec, tokenizer, texts: list[str], log: Callable[[str], None] = _log) -> LlamaForCausalLM:
+def pretrain(
+    spec: TinySpec, tokenizer, texts: list[str], log: Callable[[str], None] = _log
+) -> LlamaForCausalLM:
     """Next-token pretraining from random weights; returns the model and logs the loss."""
     torch.manual_seed(spec.seed)
     blocks = pack_blocks(tokenizer, texts, spec.block_size)  # (n_blocks, block_size)
@@ -221,8 +226,12 @@ def build_vlm(base_dir: Path, out: Path) -> None:
     config = Idefics3Config(
         text_config=base.config.to_dict(),
         vision_config=Idefics3VisionConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-            image_size=64, patch_size=8,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=64,
+            patch_size=8,
         ).to_dict(),
         # Pixel shuffle: (64/8)^2 = 64 patches -> 16 image tokens. With 4 tokens (patch 16) a
         # LoRA-tuned tiny-vlm scored no better with the charts than with blank images.
@@ -274,8 +283,13 @@ def build(parts: Iterable[str] = DEFAULT_PARTS, force: bool = False) -> dict:
     root = tiny_dir()
     root.mkdir(parents=True, exist_ok=True)
     wanted = set(parts)
-    needs = {"tiny-base": {"tokenizer", "data"}, "tiny-chat": {"tiny-base"}, "tiny-teacher": {"tokenizer", "data"},
-             "tiny-vlm": {"tiny-base"}, "tokenizer": {"data"}}
+    needs = {
+        "tiny-base": {"tokenizer", "data"},
+        "tiny-chat": {"tiny-base"},
+        "tiny-teacher": {"tokenizer", "data"},
+        "tiny-vlm": {"tiny-base"},
+        "tokenizer": {"data"},
+    }
     for p in list(wanted):
         stack = [p]
         while stack:
@@ -343,4 +357,3 @@ def ensure_built(parts: Iterable[str] = DEFAULT_PARTS) -> None:
     """Build whatever of the tiny world is missing; cheap when it is all there."""
     if missing_parts(parts):
         build(parts)
-

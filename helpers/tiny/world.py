@@ -85,7 +85,9 @@ def last_letter_task(rng: random.Random) -> Task:
 
 def after_task(rng: random.Random) -> Task:
     n = rng.randint(0, 998)
-    return Task("after", f"What number comes after {n}?", str(n + 1), f"The number after {n} is {n + 1}.", str(n))
+    return Task(
+        "after", f"What number comes after {n}?", str(n + 1), f"The number after {n} is {n + 1}.", str(n)
+    )
 
 
 def parity_task(rng: random.Random) -> Task:
@@ -189,7 +191,9 @@ def pretraining_text(n_docs: int, seed: int = 0) -> list[str]:
     for _ in range(n_docs):
         if rng.random() < 0.4:
             tasks = [rng.choice(skills)(rng) for _ in range(rng.randint(2, 5))]
-            docs.append(f"Worksheet {rng.randint(1, 99)}.\n" + "\n".join(f"{t.question}\n{t.answer}" for t in tasks))
+            docs.append(
+                f"Worksheet {rng.randint(1, 99)}.\n" + "\n".join(f"{t.question}\n{t.answer}" for t in tasks)
+            )
         else:
             sentences = [
                 rng.choice(skills)(rng).prose if rng.random() < 0.7 else filler_sentence(rng)
@@ -245,9 +249,7 @@ def instruction_rows(n_train: int, n_test: int, seed: int = 1) -> dict[str, list
             if extra.question not in seen:
                 messages += task_to_messages(extra, rng, system_rate=0.0)
         train_rows.append({"messages": messages, "skill": task.skill})
-    test_rows = [
-        {"messages": task_to_messages(t, rng, system_rate=0.0), "skill": t.skill} for t in test
-    ]
+    test_rows = [{"messages": task_to_messages(t, rng, system_rate=0.0), "skill": t.skill} for t in test]
     return {"train": add_defects(train_rows, rng), "test": test_rows}
 
 
