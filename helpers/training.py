@@ -92,11 +92,6 @@ def render_label_mask(tokenizer: PreTrainedTokenizerBase, input_ids: list[int], 
     return legend + "<div style='line-height:1.9'>" + "".join(spans) + "</div>"
 
 
-def footprint_bytes(model: torch.nn.Module) -> int:
-    """Bytes of a model's parameters and buffers as stored (quantisation state included)."""
-    return model.get_memory_footprint()
-
-
 def ensure_training_template(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     """Give a ChatML tokenizer (SmolLM2, the tiny models) a template with `{% generation %}`
     markers, which TRL's `assistant_only_loss=True` needs to find the assistant's tokens."""
