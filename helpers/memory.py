@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig
+from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig
 
 from helpers.registry import course_root
 
@@ -523,10 +523,6 @@ def reference_configs() -> dict[str, LlamaConfig]:
     return {name: LlamaConfig(**spec) for name, spec in specs.items() if not name.startswith("_")}
 
 
-def config_for(model_id_or_path: str) -> PretrainedConfig:
-    return AutoConfig.from_pretrained(model_id_or_path)
-
-
 def _unique_bytes(tensors) -> int:
     seen: dict[int, int] = {}
     for t in tensors:
@@ -562,20 +558,9 @@ def counted_model_states(model: torch.nn.Module, optimizer: torch.optim.Optimize
 def counted_saved_activations(
     model: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> tuple[int, torch.Tensor]:
-    """Bytes autograd saves for backward during one forward pass (parameters excluded), and
-    the loss, counted with torch.autograd.graph.saved_tensors_hooks."""
-    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        st = t.untyped_storage()
-        if st.data_ptr() not in param_ptrs:
-            seen[st.data_ptr()] = st.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(**batch).loss
-    return sum(seen.values()), loss
+    """Bytes autograd saves for backward during one forward pass, parameters excluded (they are
+    counted as weights), and the loss."""
+    return saved_bytes(lambda: model(**batch).loss, exclude=model.parameters())
 
 
 def kv_cache_bytes(config: PretrainedConfig, batch_size: int, seq_len: int, bytes_per_value: int = 2) -> int:
@@ -586,14 +571,16 @@ def kv_cache_bytes(config: PretrainedConfig, batch_size: int, seq_len: int, byte
     return 2 * s.layers * s.kv * seq_len * batch_size * bytes_per_value
 
 
-def saved_bytes(fn) -> tuple[int, object]:
-    """Bytes of the tensors autograd saves for backward while `fn()` runs (parameters included),
-    and fn's result: the activation memory a layer costs in training, counted, not estimated."""
+def saved_bytes(fn, exclude=()) -> tuple[int, object]:
+    """Bytes of the tensors autograd saves for backward while `fn()` runs, less those sharing
+    storage with `exclude` (parameters, say), and fn's result: a layer's training memory, counted."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         st = t.untyped_storage()
-        seen[st.data_ptr()] = st.nbytes()
+        if st.data_ptr() not in skip:
+            seen[st.data_ptr()] = st.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
