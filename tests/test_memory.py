@@ -68,6 +68,7 @@ def test_parameter_counts_of_published_models():
         "SmolLM2-360M": 361.8e6,
         "Llama-3.2-1B": 1.236e9,
         "Llama-3.1-8B": 8.03e9,
+        "Llama-3.1-70B": 70.55e9,
     }
     configs = reference_configs()
     for name, n in expected.items():

@@ -1,0 +1,91 @@
+"""helpers.distill: vocabulary check, loss masks, the cached top-k teacher logits and their batching."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from helpers.distill import (
+    TopkCollator,
+    VocabularyMismatch,
+    chat_features,
+    check_same_vocab,
+    load_topk,
+    logit_storage_bytes,
+    save_topk,
+    teacher_topk,
+    trained_positions,
+)
+from helpers.registry import models_for
+from helpers.tiny.build import ensure_built
+from helpers.tiny.tokenizer import train_tokenizer
+from helpers.training import ensure_training_template
+
+CHATS = [
+    [
+        {"role": "user", "content": "What is the first letter of c a t?"},
+        {"role": "assistant", "content": "c"},
+    ],
+    [
+        {"role": "system", "content": "Answer with the result only."},
+        {"role": "user", "content": "What number comes after 41?"},
+        {"role": "assistant", "content": "42"},
+    ],
+    [{"role": "user", "content": "Reverse the word l a m p."}, {"role": "assistant", "content": "p m a l"}],
+]
+
+
+@pytest.fixture(scope="module")
+def base():
+    ensure_built(["tiny-base"])
+    path = models_for("tiny")["base"]
+    return AutoModelForCausalLM.from_pretrained(path), ensure_training_template(
+        AutoTokenizer.from_pretrained(path)
+    )
+
+
+def test_same_vocabulary_passes_and_a_different_one_says_why(base):
+    _, tokenizer = base
+    assert check_same_vocab(tokenizer, tokenizer) == len(tokenizer.get_vocab())
+    other = train_tokenizer(["a small corpus of words", "with other merges"] * 50, vocab_size=300)
+    with pytest.raises(VocabularyMismatch, match="same family|sequence level"):
+        check_same_vocab(tokenizer, other)
+
+
+def test_chat_features_train_only_the_answers(base):
+    _, tokenizer = base
+    features = chat_features(tokenizer, CHATS, max_length=256)
+    assert len(features) == 3
+    for f, chat in zip(features, CHATS):
+        trained = [t for t, lab in zip(f["input_ids"], f["labels"]) if lab != -100]
+        text = tokenizer.decode(trained)
+        assert chat[-1]["content"] in text and chat[0]["content"] not in text
+    # A row cut before its answer has nothing to train and is dropped.
+    assert chat_features(tokenizer, CHATS[:1], max_length=4) == []
+
+
+def test_topk_cache_round_trips_and_lines_up_with_each_batch(base, tmp_path):
+    model, tokenizer = base
+    features = chat_features(tokenizer, CHATS, max_length=256)
+    topk = teacher_topk(model, features, k=4, pad_id=tokenizer.pad_token_id, batch_size=2)
+    n_trained = sum(sum(lab != -100 for lab in f["labels"][1:]) for f in features)
+    assert topk["values"].shape == (n_trained, 4) and topk["offsets"][-1] == n_trained
+    assert torch.all(topk["values"][:, :-1] >= topk["values"][:, 1:])  # sorted, largest first
+    loaded = load_topk(save_topk(topk, tmp_path / "topk.safetensors"))
+    assert all(torch.equal(loaded[k], topk[k]) for k in topk)
+
+    # Rows in another order: the collator still hands each position its own teacher logits.
+    collate = TopkCollator(loaded, tokenizer.pad_token_id)
+    batch = collate([dict(features[2], row=2), dict(features[0], row=0)])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    student_top = logits[:, :-1][trained_positions(batch["labels"])].topk(4, dim=-1)
+    assert torch.equal(student_top.indices, batch["teacher_indices"])  # same model: same top-k
+    assert torch.allclose(student_top.values, batch["teacher_values"], atol=1e-2)  # fp16 cache
+
+    with pytest.raises(ValueError, match="cache"):
+        collate([dict(features[1], row=0)])  # a row pointing at another row's slice
+
+
+def test_storage_arithmetic():
+    sizes = logit_storage_bytes(n_positions=1000, vocab_size=49152, k=16)
+    assert sizes == {"full": 1000 * 49152 * 2, "top_k": 1000 * 16 * 6}
