@@ -32,7 +32,8 @@ def main(src: str = "notebooks", dst: str = "build") -> int:
     out_dir = Path(dst)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, failed = [], False
-    for path in sorted(Path(src).glob("[0-9][0-9]_*.ipynb")):
+    paths = [Path(src)] if Path(src).is_file() else sorted(Path(src).glob("[0-9][0-9]_*.ipynb"))
+    for path in paths:
         nb = nbformat.read(path, as_version=4)
         start = time.perf_counter()
         try:
