@@ -2,7 +2,8 @@
 #   make lab    create .venv, install the course, build the tiny world, start JupyterLab
 #   make test   the same set-up, then the unit tests and every notebook on the tiny profile
 # and `make run` executes every notebook into build/ and prints a table of times and results;
-# `make lint` checks style (ruff) and that notebooks are committed without outputs.
+# `make lint` checks style (ruff) and that notebooks are committed without outputs; `make guide`
+# regenerates docs/instructor_guide.md from `make run`'s timings; `make bench` benchmarks throughput.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 TINY_PARTS := data tokenizer tiny-base tiny-chat tiny-vlm tiny-teacher
 
-.PHONY: install tiny lab test lint run clean
+.PHONY: install tiny lab test lint run guide bench clean
 
 install: $(STAMP)
 
@@ -46,6 +47,14 @@ lint: install
 
 run: tiny
 	$(OFFLINE) $(PY) scripts/run_notebooks.py notebooks build
+
+# docs/instructor_guide.md from the timings `make run` just measured.
+guide: run
+	$(PY) scripts/instructor_guide.py build/timings.json docs/instructor_guide.md
+
+# Notebook 07's throughput benchmark, to compare machines.
+bench: tiny
+	$(OFFLINE) $(PY) scripts/bench_throughput.py
 
 clean:
 	rm -rf build .course_cache

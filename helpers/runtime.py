@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psutil
 import torch
@@ -170,6 +170,79 @@ PACKAGES = {
     "bitsandbytes": "4-bit and 8-bit weights, 8-bit optimizers",
     "safetensors": "safe weight files",
 }
+
+
+@dataclass(frozen=True)
+class TrainingPreset:
+    """Starting settings for a kind of machine (workshop notes); notebook 07 measures them."""
+
+    batch_size: int
+    grad_accum: int
+    precision: str  # "fp32", "fp16" (mixed) or "bf16" (mixed)
+    gradient_checkpointing: bool
+    dataloader_workers: int
+    optimizer: str  # a TrainingArguments `optim`
+    attention: str
+    notes: str
+
+
+PRESETS: dict[str, TrainingPreset] = {
+    "CPU (laptop, CI)": TrainingPreset(
+        8,
+        1,
+        "fp32",
+        False,
+        0,
+        "adamw_torch",
+        "sdpa",
+        "padding-free + length-grouped batches; bf16 on a CPU pays only with AMX/AVX512-BF16",
+    ),
+    "T4 16 GB (Colab)": TrainingPreset(
+        4,
+        4,
+        "fp16",
+        True,
+        2,
+        "adamw_8bit",
+        "sdpa",
+        "no bf16 and no FlashAttention 2 on a T4; QLoRA above ~3 B parameters",
+    ),
+    "L4 / A10 24 GB": TrainingPreset(
+        8, 2, "bf16", True, 4, "adamw_torch_fused", "sdpa", "bf16 works; FlashAttention 2 with flash-attn"
+    ),
+    "A100 40 GB": TrainingPreset(
+        16, 1, "bf16", False, 8, "adamw_torch_fused", "flash_attention_2", "full fine-tuning up to ~3 B"
+    ),
+    "A100 / H100 80 GB": TrainingPreset(
+        32,
+        1,
+        "bf16",
+        False,
+        8,
+        "adamw_torch_fused",
+        "flash_attention_2",
+        "full fine-tuning up to ~7 B with ZeRO",
+    ),
+}
+
+
+def preset_for(hw: Hardware) -> tuple[str, TrainingPreset]:
+    """The preset for this machine, DataLoader workers capped at its cores minus one."""
+    if not hw.cuda:
+        name = "CPU (laptop, CI)"
+    elif hw.vram_gb <= 17:
+        name = "T4 16 GB (Colab)"
+    elif hw.vram_gb <= 25:
+        name = "L4 / A10 24 GB"
+    elif hw.vram_gb <= 48:
+        name = "A100 40 GB"
+    else:
+        name = "A100 / H100 80 GB"
+    preset = PRESETS[name]
+    workers = min(preset.dataloader_workers, max(hw.cpu_cores - 1, 0))
+    if not hw.bf16 and preset.precision == "bf16":  # an older GPU with more memory
+        preset = replace(preset, precision="fp16", attention="sdpa")
+    return name, replace(preset, dataloader_workers=workers)
 
 
 def package_versions() -> dict[str, str]:

@@ -1,19 +1,25 @@
-"""Execute every notebook headless and print a table: notebook, seconds, headline result.
+"""Execute every notebook headless and print a table: notebook, seconds, peak memory, headline.
 
     python scripts/run_notebooks.py notebooks build      # what `make run` does
+    python scripts/run_notebooks.py notebooks/05_distillation.ipynb build   # one notebook
 
 Executed copies (with outputs) go to the output folder (gitignored `build/`); the notebooks in
 notebooks/ stay without outputs. A notebook reports its headline by printing a line that starts
-with "headline:". Exit status 1 when any notebook fails.
+with "headline:". The figures also go to build/timings.json, from which
+scripts/instructor_guide.py writes docs/instructor_guide.md. Exit status 1 when any notebook fails.
 """
 
 from __future__ import annotations
 
+import json
+import platform
 import sys
+import threading
 import time
 from pathlib import Path
 
 import nbformat
+import psutil
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -28,6 +34,33 @@ def headline(nb: nbformat.NotebookNode) -> str:
     return found
 
 
+class PeakMemory:
+    """Peak memory of this process's children (the kernel and what it launches), as PSS: pages
+    shared between processes (DataLoader workers, memory-mapped datasets) count once."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _run(self):
+        me = psutil.Process()
+        while not self._stop.wait(0.2):
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_full_info().pss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+
+    def __enter__(self):
+        threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+
+
 def main(src: str = "notebooks", dst: str = "build") -> int:
     out_dir = Path(dst)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -36,20 +69,37 @@ def main(src: str = "notebooks", dst: str = "build") -> int:
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         start = time.perf_counter()
-        try:
-            NotebookClient(nb, timeout=1800, resources={"metadata": {"path": str(path.parent)}}).execute()
-            status = headline(nb) or "(no headline printed)"
-        except CellExecutionError as err:
-            failed = True
-            status = "FAILED: " + str(err).strip().splitlines()[-1][:80]
+        with PeakMemory() as memory:
+            try:
+                NotebookClient(nb, timeout=1800, resources={"metadata": {"path": str(path.parent)}}).execute()
+                status = headline(nb) or "(no headline printed)"
+            except CellExecutionError as err:
+                failed = True
+                status = "FAILED: " + str(err).strip().splitlines()[-1][:80]
         seconds = time.perf_counter() - start
         nbformat.write(nb, out_dir / path.name)
-        rows.append((path.name, seconds, status))
-        print(f"{path.name:<32} {seconds:7.1f} s  {status}", flush=True)
-    print("\n| notebook | seconds | headline |\n|---|---|---|")
-    for name, seconds, status in rows:
-        print(f"| {name} | {seconds:.0f} | {status} |")
-    print(f"\ntotal: {sum(r[1] for r in rows):.0f} s for {len(rows)} notebooks")
+        rows.append(
+            {
+                "notebook": path.name,
+                "seconds": round(seconds, 1),
+                "peak_mb": round(memory.peak / 1e6),
+                "headline": status,
+            }
+        )
+        print(f"{path.name:<32} {seconds:7.1f} s {memory.peak / 1e6:7.0f} MB  {status}", flush=True)
+    print("\n| notebook | seconds | peak MB | headline |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['notebook']} | {r['seconds']:.0f} | {r['peak_mb']} | {r['headline']} |")
+    print(f"\ntotal: {sum(r['seconds'] for r in rows):.0f} s for {len(rows)} notebooks")
+    timings = out_dir / "timings.json"
+    previous = json.loads(timings.read_text())["notebooks"] if timings.exists() else {}
+    previous.update({r["notebook"]: r for r in rows})  # a single-notebook run updates its own row
+    machine = (
+        f"{platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"
+    )
+    timings.write_text(
+        json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "notebooks": previous}, indent=1)
+    )
     return 1 if failed else 0
 
 

@@ -1,0 +1,354 @@
+"""Training throughput, measured: real tokens per second, step time, data wait, peak memory.
+
+    result = measure_trainer(make_trainer(), warmup=3)    # any HF / TRL Trainer
+    table = interleaved({"defaults": run_a, "padding-free": run_b}, rounds=3)
+
+Only real (non-pad) tokens count, so padding never looks like speed. Warm-up steps are dropped,
+and configurations are run in interleaved rounds and reported as medians: on a shared or small
+machine single runs vary by 20-30%. Peak memory is CUDA's allocator peak on a GPU; on a CPU it
+is the process's resident memory above where the run started, sampled by UtilisationMonitor.
+Used by notebook 07 and `make bench` (scripts/bench_throughput.py).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import pandas as pd
+import psutil
+import torch
+from transformers import Trainer, TrainerCallback
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+@dataclass
+class StepTimes:
+    """Per optimizer step: seconds waiting for data, seconds computing, real tokens."""
+
+    data_s: list[float] = field(default_factory=list)
+    compute_s: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    peak_bytes: int = 0
+
+    def summary(self, warmup: int) -> dict[str, float]:
+        if len(self.tokens) <= warmup:
+            raise ValueError(
+                f"{len(self.tokens)} steps measured, all of them warm-up ({warmup}): run more steps"
+            )
+        data, compute, tokens = self.data_s[warmup:], self.compute_s[warmup:], self.tokens[warmup:]
+        total = [d + c for d, c in zip(data, compute)]
+        return {
+            "tokens/s": sum(tokens) / sum(total),
+            "step ms": 1000 * statistics.median(total),
+            "data wait %": 100 * sum(data) / sum(total),
+            "peak MB": self.peak_bytes / 1e6,
+        }
+
+
+class UtilisationMonitor:
+    """Samples utilisation and memory in a background thread while a block runs.
+
+    On a GPU (NVML, from nvidia-ml-py): GPU utilisation %, memory MB and power W of device 0.
+    Always: CPU utilisation % of the whole machine and this process's resident memory MB."""
+
+    def __init__(self, interval_s: float = 0.05):
+        self.interval_s = interval_s
+        self.samples: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._process = psutil.Process()
+        self._nvml = None
+        if torch.cuda.is_available():
+            try:
+                import pynvml  # nvidia-ml-py
+
+                pynvml.nvmlInit()
+                self._nvml = (pynvml, pynvml.nvmlDeviceGetHandleByIndex(0))
+            except (ImportError, OSError) as err:  # no nvidia-ml-py: CPU figures only
+                print(f"UtilisationMonitor: no GPU figures ({err}); `pip install nvidia-ml-py` adds them")
+            except Exception as err:  # noqa: BLE001 -- pynvml.NVMLError: no driver access
+                print(f"UtilisationMonitor: NVML unavailable ({err}); CPU figures only")
+
+    def _sample(self, start: float) -> dict[str, float]:
+        row = {
+            "t": time.perf_counter() - start,
+            "cpu %": psutil.cpu_percent(interval=None),
+            "rss MB": self._process.memory_info().rss / 1e6,
+        }
+        if self._nvml:
+            nv, handle = self._nvml
+            row["gpu %"] = float(nv.nvmlDeviceGetUtilizationRates(handle).gpu)
+            row["gpu MB"] = nv.nvmlDeviceGetMemoryInfo(handle).used / 1e6
+            row["power W"] = nv.nvmlDeviceGetPowerUsage(handle) / 1000
+        return row
+
+    def _run(self) -> None:
+        start = time.perf_counter()
+        psutil.cpu_percent(interval=None)  # the first call only starts the clock
+        while not self._stop.is_set():
+            self.samples.append(self._sample(start))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> UtilisationMonitor:
+        self.samples = []
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.samples)
+
+    def rss_growth_bytes(self) -> int:
+        rss = [s["rss MB"] for s in self.samples]
+        return int((max(rss) - rss[0]) * 1e6) if rss else 0
+
+    def plot(self, ax=None, title: str = "utilisation during training"):
+        import matplotlib.pyplot as plt
+
+        df = self.frame()
+        ax = ax or plt.subplots(figsize=(9, 3))[1]
+        busy = "gpu %" if "gpu %" in df else "cpu %"
+        ax.plot(df["t"], df[busy], label=busy)
+        ax.axhline(80, color="red", linestyle="--", label="80% target")
+        ax.set(xlabel="seconds", ylabel="utilisation %", ylim=(0, 105), title=title)
+        memory = "gpu MB" if "gpu MB" in df else "rss MB"
+        twin = ax.twinx()
+        twin.plot(df["t"], df[memory], color="grey", alpha=0.6, label=memory)
+        twin.set_ylabel(memory)
+        if "power W" in df:
+            twin.plot(df["t"], df["power W"], color="green", alpha=0.6, label="power W")
+        lines = ax.get_legend_handles_labels()
+        lines2 = twin.get_legend_handles_labels()
+        ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower right", fontsize=8)
+        return ax
+
+
+class _StepClock(TrainerCallback):
+    """Times each optimizer step of a Trainer: the Trainer fetches a step's batches between the
+    previous on_step_end and this on_step_begin, so that gap is data wait."""
+
+    def __init__(self, times: StepTimes):
+        self.times = times
+        self._last_end = self._begin = 0.0
+        self._tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        _sync()
+        self._last_end = time.perf_counter()
+        self._tokens = state.num_input_tokens_seen
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        _sync()
+        self._begin = time.perf_counter()
+        self.times.data_s.append(self._begin - self._last_end)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        _sync()
+        self._last_end = time.perf_counter()
+        self.times.compute_s.append(self._last_end - self._begin)
+        seen = int(state.num_input_tokens_seen)
+        self.times.tokens.append(seen - self._tokens)
+        self._tokens = seen
+
+
+def measure_trainer(trainer: Trainer, warmup: int = 3) -> dict[str, float]:
+    """Train (the Trainer's own max_steps) and return tokens/s, step ms, data wait % and peak MB.
+
+    The Trainer must count real tokens: TrainingArguments(include_num_input_tokens_seen="non_padding")."""
+    if trainer.args.include_num_input_tokens_seen != "non_padding":
+        raise ValueError(
+            'set include_num_input_tokens_seen="non_padding" in the training arguments, so that only '
+            "real tokens count (padding is not speed)"
+        )
+    times = StepTimes()
+    trainer.add_callback(_StepClock(times))
+    cuda = torch.cuda.is_available() and trainer.args.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    with UtilisationMonitor() as monitor:
+        trainer.train()
+    times.peak_bytes = torch.cuda.max_memory_allocated() if cuda else monitor.rss_growth_bytes()
+    return times.summary(warmup)
+
+
+def measure_loop(
+    batches: Iterable, step: Callable[[object], int], n_steps: int, warmup: int = 3
+) -> dict[str, float]:
+    """The same figures for a plain PyTorch loop: `step(batch)` trains on one batch and returns
+    how many items (tokens, images) it held."""
+    times = StepTimes()
+    iterator = iter(batches)
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    with UtilisationMonitor() as monitor:
+        for _ in range(n_steps):
+            t0 = time.perf_counter()
+            batch = next(iterator)
+            _sync()
+            t1 = time.perf_counter()
+            n = step(batch)
+            _sync()
+            times.data_s.append(t1 - t0)
+            times.compute_s.append(time.perf_counter() - t1)
+            times.tokens.append(n)
+    times.peak_bytes = torch.cuda.max_memory_allocated() if cuda else monitor.rss_growth_bytes()
+    return times.summary(warmup)
+
+
+def interleaved(runs: dict[str, Callable[[], dict[str, float]]], rounds: int = 3) -> pd.DataFrame:
+    """Run every configuration once per round, rounds times, and report each figure's median.
+    Interleaving spreads slow moments (another process, thermal throttling) over all of them.
+    The first configuration runs once more beforehand, untimed, to warm the process up."""
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+    next(iter(runs.values()))()
+    for _ in range(rounds):
+        for name, run in runs.items():
+            results[name].append(run())
+    return pd.DataFrame(
+        {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in results.items()}
+    ).T
+
+
+def largest_batch(fits: Callable[[int], bool], limit: int = 4096) -> int:
+    """The largest batch size b <= limit with fits(b), by doubling then bisecting.
+
+    `fits` tries one training step at batch b and says whether it ran within memory (on a GPU:
+    no torch.cuda.OutOfMemoryError). Assumes that if b fits, every smaller batch fits too."""
+    if not fits(1):
+        return 0
+    low, high = 1, 2
+    while high <= limit and fits(high):
+        low, high = high, high * 2
+    high = min(high, limit + 1)
+    while high - low > 1:  # low fits, high does not (or is past the limit)
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
+# --- the SFT tricks of notebook 07, as SFTConfig changes -----------------------------------------------
+
+BASELINES = ("TRL defaults", "pad every row to max_length")
+
+
+def sft_variants(profile, pad_to: int = 1024) -> tuple[dict[str, dict], dict[str, str]]:
+    """(variants, skipped): SFTConfig keyword changes to measure on this profile's device, each
+    alone and stacked, and the tricks this device cannot use, with the reason. The second
+    baseline pads every row to `pad_to` tokens, a newcomer's fixed max_length."""
+    gpu = profile.device == "cuda"
+    variants: dict[str, dict] = {
+        "TRL defaults": {},
+        "pad every row to max_length": {"pad_to_multiple_of": pad_to, "max_length": pad_to},
+    }
+    skipped: dict[str, str] = {}
+    if not gpu:
+        precision = {"bf16": False}  # TRL turns bf16 on; a CPU computes fp32 faster
+        variants["bf16 off"] = precision
+    elif profile.bf16:
+        precision = {}
+        skipped["bf16"] = "already on: TRL's default on a bf16 GPU"
+    else:  # a T4: no bf16, fp16 mixed precision instead
+        precision = {"bf16": False, "fp16": True}
+        variants["fp16 (no bf16 on this GPU)"] = precision
+    variants["checkpointing off"] = {"gradient_checkpointing": False}
+    variants["padding-free"] = {"padding_free": True, "max_length": None}
+    variants["length-grouped batches"] = {"train_sampling_strategy": "group_by_length"}
+    variants["packing (bfd, 512 x batch 2)"] = {
+        "packing": True,
+        "max_length": 512,
+        "per_device_train_batch_size": 2,
+    }
+    stacked = {
+        **precision,
+        "gradient_checkpointing": False,
+        "padding_free": True,
+        "max_length": None,
+        "train_sampling_strategy": "group_by_length",
+    }
+    if gpu:
+        variants["2 DataLoader workers, pinned memory"] = {
+            "dataloader_num_workers": 2,
+            "dataloader_pin_memory": True,
+        }
+        variants["torch.compile"] = {"torch_compile": True}
+        stacked["dataloader_num_workers"] = 2
+    else:
+        skipped["DataLoader workers"] = (
+            "text batches are cheap to build, and on a CPU workers take cores from the model; "
+            "the image pipeline below measures them"
+        )
+        skipped["torch.compile"] = (
+            "needs gcc and ~45 s to compile here, then recompiles as batch shapes change (no gain "
+            "measured on this CPU); set RUN_COMPILE = True to try"
+        )
+    if profile.attn_implementation == "flash_attention_2":
+        fa2 = {"model_init_kwargs": {"attn_implementation": "flash_attention_2"}}
+        variants["FlashAttention 2"] = fa2
+        stacked.update(fa2)
+    else:
+        skipped["FlashAttention 2"] = (
+            "needs an Ampere or newer GPU and flash-attn; SDPA (the default) runs instead"
+        )
+    variants["stacked recipe"] = stacked
+    return variants, skipped
+
+
+def sft_benchmark(
+    model: str,
+    tokenizer,
+    dataset,
+    variants: dict[str, dict],
+    rounds: int = 3,
+    batch_size: int = 8,
+    output_dir: str = "runs/bench",
+) -> pd.DataFrame:
+    """Median figures of each variant (SFTTrainer on `model`, a path or hub id), interleaved,
+    with each variant's real tokens per second as a ratio over both baselines.
+
+    Every variant trains one epoch over the same rows, every step counted: a few steps of a
+    length-grouped sampler would see only some lengths (it puts the longest batch first)."""
+    from functools import partial
+
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    def run(changes: dict) -> dict[str, float]:
+        settings = {
+            "output_dir": output_dir,
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": batch_size,
+            "use_cpu": not torch.cuda.is_available(),
+            "include_num_input_tokens_seen": "non_padding",
+            "report_to": "none",
+            "save_strategy": "no",
+            "logging_strategy": "no",
+            "disable_tqdm": True,
+            "seed": 0,
+            **changes,
+        }
+        trainer = SFTTrainer(
+            model=model, args=SFTConfig(**settings), train_dataset=dataset, processing_class=tokenizer
+        )
+        trainer.remove_callback(PrinterCallback)
+        return measure_trainer(trainer, warmup=0)
+
+    table = interleaved({name: partial(run, changes) for name, changes in variants.items()}, rounds)
+    for base in BASELINES:
+        if base in table.index:
+            table[f"x {base}"] = table["tokens/s"] / table.loc[base, "tokens/s"]
+    return table

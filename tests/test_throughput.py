@@ -1,0 +1,85 @@
+"""helpers.throughput (notebook 07): the step clock, the batch finder, and the hardware presets."""
+
+import time
+
+import pytest
+import torch
+
+from helpers.runtime import PRESETS, Hardware, choose_profile, preset_for
+from helpers.throughput import (
+    BASELINES,
+    StepTimes,
+    UtilisationMonitor,
+    interleaved,
+    largest_batch,
+    measure_loop,
+    sft_variants,
+)
+
+
+def test_measure_loop_separates_data_wait_from_compute():
+    def slow_batches():
+        while True:
+            time.sleep(0.02)  # a slow input pipeline
+            yield torch.ones(4, 10)
+
+    def step(batch):
+        time.sleep(0.01)
+        return int(batch.numel())
+
+    result = measure_loop(slow_batches(), step, n_steps=8, warmup=2)
+    assert 55 < result["data wait %"] < 80  # 20 ms of 30 ms per step
+    assert result["tokens/s"] == pytest.approx(40 / 0.03, rel=0.3)
+    assert result["step ms"] == pytest.approx(30, rel=0.3)
+
+
+def test_summary_refuses_all_warmup():
+    times = StepTimes(data_s=[0.1], compute_s=[0.1], tokens=[10])
+    with pytest.raises(ValueError, match="warm-up"):
+        times.summary(warmup=1)
+
+
+def test_interleaved_takes_medians_per_configuration():
+    values = iter([99.0, 1.0, 10.0, 3.0, 20.0, 2.0, 30.0])  # the first call is the untimed warm-up
+    table = interleaved({"a": lambda: {"x": next(values)}, "b": lambda: {"x": next(values)}}, rounds=3)
+    assert table.loc["a", "x"] == 2.0 and table.loc["b", "x"] == 20.0
+
+
+@pytest.mark.parametrize("capacity", [1, 7, 64, 100, 1000])
+def test_largest_batch_finds_the_boundary_by_trying(capacity):
+    tried = []
+
+    def fits(b):
+        tried.append(b)
+        return b <= capacity
+
+    assert largest_batch(fits, limit=4096) == capacity
+    assert len(tried) <= 2 * capacity.bit_length() + 2  # doubling then bisection, not a scan
+    assert largest_batch(lambda b: False) == 0
+    assert largest_batch(lambda b: True, limit=50) == 50
+
+
+def test_monitor_samples_cpu_and_memory():
+    with UtilisationMonitor(interval_s=0.01) as monitor:
+        x = sum(i * i for i in range(300_000))
+        time.sleep(0.1)
+    df = monitor.frame()
+    assert x > 0 and len(df) >= 2 and {"t", "cpu %", "rss MB"} <= set(df.columns)
+
+
+def test_variants_on_a_cpu_skip_what_it_cannot_use():
+    profile = choose_profile(Hardware(cpu_cores=2, ram_gb=8), "tiny")
+    variants, skipped = sft_variants(profile)
+    assert all(b in variants for b in BASELINES) and "stacked recipe" in variants
+    assert variants["stacked recipe"]["bf16"] is False
+    assert "FlashAttention 2" in skipped and "torch.compile" in skipped
+
+
+def test_presets_follow_the_hardware():
+    t4 = Hardware(cuda=True, gpu_name="Tesla T4", vram_gb=15.0, compute_capability=(7, 5), cpu_cores=2)
+    name, preset = preset_for(t4)
+    assert name.startswith("T4") and preset.precision == "fp16" and preset.dataloader_workers == 1
+    v100 = Hardware(cuda=True, vram_gb=32.0, compute_capability=(7, 0), cpu_cores=8)
+    assert preset_for(v100)[1].precision == "fp16"  # no bf16 before Ampere
+    assert preset_for(Hardware(cpu_cores=4))[0] == "CPU (laptop, CI)"
+    assert len(PRESETS) >= 4
