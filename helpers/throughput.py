@@ -97,7 +97,7 @@ class UtilisationMonitor:
             self.samples.append(self._sample(start))
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> UtilisationMonitor:
+    def __enter__(self) -> UtilisationMonitor:  # noqa: PYI034 (typing.Self needs Python 3.11)
         self.samples = []
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, daemon=True)
