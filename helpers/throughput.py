@@ -294,7 +294,7 @@ def sft_variants(profile, pad_to: int = 1024) -> tuple[dict[str, dict], dict[str
         )
         skipped["torch.compile"] = (
             "needs gcc and ~45 s to compile here, then recompiles as batch shapes change (no gain "
-            "measured on this CPU); set RUN_COMPILE = True to try"
+            'measured on this CPU); to try it, add a variant with {"torch_compile": True}'
         )
     if profile.attn_implementation == "flash_attention_2":
         fa2 = {"model_init_kwargs": {"attn_implementation": "flash_attention_2"}}

@@ -118,3 +118,17 @@ def test_fsdp_and_tensor_parallel_apis_exist_in_this_torch():
     from torch.distributed.tensor.parallel import ColwiseParallel, parallelize_module  # noqa: F401
 
     assert torch.distributed.is_available()
+
+
+def test_llamafactory_config_matches_notebook_02_on_colab():
+    from helpers.registry import HUB_MODELS, SIZES
+
+    config = yaml.safe_load((DATA / "llamafactory_sft_lora.yaml").read_text())
+    colab = SIZES["colab"]
+    assert config["model_name_or_path"] == HUB_MODELS["colab"]["base"]
+    assert config["trust_remote_code"] is False
+    assert (config["lora_rank"], config["lora_alpha"]) == (16, 32)  # notebook 02's LoraConfig
+    assert config["per_device_train_batch_size"] == colab.batch_size
+    assert config["gradient_accumulation_steps"] == colab.grad_accum
+    assert config["max_steps"] == colab.max_steps
+    assert not (config.get("bf16") and config.get("fp16")), "one mixed precision at a time"
