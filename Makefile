@@ -3,7 +3,8 @@
 #   make test   the same set-up, then the unit tests and every notebook on the tiny profile
 # and `make run` executes every notebook into build/ and prints a table of times and results;
 # `make lint` checks style (ruff) and that notebooks are committed without outputs; `make guide`
-# regenerates docs/instructor_guide.md from `make run`'s timings; `make bench` benchmarks throughput.
+# regenerates docs/instructor_guide.md from `make run`'s timings; `make bench` benchmarks throughput;
+# `make e2e` runs notebooks 00 and 01 in JupyterLab in a real (headless) browser.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +14,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 TINY_PARTS := data tokenizer tiny-base tiny-chat tiny-vlm tiny-teacher
 
-.PHONY: install tiny lab test lint run guide bench clean
+.PHONY: install tiny lab test lint run guide bench e2e clean
 
 install: $(STAMP)
 
@@ -55,6 +56,10 @@ guide: run
 # Notebook 07's throughput benchmark, to compare machines.
 bench: tiny
 	$(OFFLINE) $(PY) scripts/bench_throughput.py
+
+# Notebooks 00 and 01 run in JupyterLab in headless Chromium (Debian's `chromium` package).
+e2e: tiny
+	$(OFFLINE) $(PY) scripts/e2e_browser.py
 
 clean:
 	rm -rf build .course_cache
