@@ -4,7 +4,8 @@
 # and `make run` executes every notebook into build/ and prints a table of times and results;
 # `make lint` checks style (ruff) and that notebooks are committed without outputs; `make guide`
 # regenerates docs/instructor_guide.md from `make run`'s timings; `make bench` benchmarks throughput;
-# `make e2e` runs notebooks 00 and 01 in JupyterLab in a real (headless) browser.
+# `make e2e` runs notebooks 00 and 01 in JupyterLab in a real (headless) browser; `make colab-check`
+# runs each notebook's first cells outside the repository, in a fresh venv, as on Colab.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,7 +15,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 TINY_PARTS := data tokenizer tiny-base tiny-chat tiny-vlm tiny-teacher
 
-.PHONY: install tiny lab test lint run guide bench e2e clean
+.PHONY: install tiny lab test lint run guide bench e2e colab-check clean
 
 install: $(STAMP)
 
@@ -60,6 +61,10 @@ bench: tiny
 # Notebooks 00 and 01 run in JupyterLab in headless Chromium (Debian's `chromium` package).
 e2e: tiny
 	$(OFFLINE) $(PY) scripts/e2e_browser.py
+
+# Each notebook copied alone into an empty folder runs its Colab set-up cell in a fresh venv.
+colab-check: tiny
+	$(PY) scripts/check_colab_ready.py
 
 clean:
 	rm -rf build .course_cache

@@ -5,8 +5,8 @@
 What a learner on Colab gets, reproduced on this machine without a GPU or the hub:
 1. a fresh venv that holds only what Colab brings before the course (torch, a Jupyter kernel);
 2. each notebook copied alone into an empty folder, as Colab opens it from GitHub;
-3. a first cell that makes the notebook believe it runs on Colab, so that its own set-up cell
-   clones the course (from this checkout's last commit instead of GitHub) and installs it with pip;
+3. the notebook's own set-up cell, made to believe it runs on Colab, so that it clones the course
+   (from this checkout's last commit instead of GitHub) and installs it with pip;
 4. the notebook's cells up to and including the one that picks the profile (all of notebook 00),
    on the `tiny` profile, with the tiny world this checkout already built;
 5. every module that any notebook imports at its top level, imported in that venv, so that a
@@ -29,7 +29,9 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL = {"00_setup"}  # run whole; the others up to their profile cell
+# Only the set-up cell is fooled: libraries that see google.colab change their behaviour.
 PRETEND_COLAB = 'import sys, types\n\nsys.modules["google.colab"] = types.ModuleType("google.colab")'
+STOP_PRETENDING = 'sys.modules.pop("google.colab")'
 
 # Runs inside the fresh venv, with its own nbclient and kernel.
 RUNNER = """
@@ -42,8 +44,13 @@ nbformat.write(nb, path)
 """
 
 
-def sh(*cmd: str | Path, **kwargs) -> None:
-    subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+def sh(*cmd: str | Path, **kwargs) -> str:
+    """Run a command quietly; on failure show what it printed and stop."""
+    done = subprocess.run([str(c) for c in cmd], check=False, capture_output=True, text=True, **kwargs)
+    if done.returncode:
+        print(done.stdout[-6000:], done.stderr[-6000:], sep="\n")
+        raise subprocess.CalledProcessError(done.returncode, cmd)
+    return done.stdout
 
 
 def head(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -67,7 +74,10 @@ def as_on_colab(notebook: Path, course_dir: Path, full: bool) -> nbformat.Notebo
         lines[at[0]] = f'{key} = "{value}"'
     setup.source = "\n".join(lines)
     nb = nb if full else head(nb)
-    nb.cells.insert(0, nbformat.v4.new_code_cell(PRETEND_COLAB))
+    at = nb.cells.index(setup)
+    nb.cells[at : at + 1] = [
+        nbformat.v4.new_code_cell(c) for c in (PRETEND_COLAB, setup.source, STOP_PRETENDING)
+    ]
     return nb
 
 
@@ -88,7 +98,9 @@ def top_level_imports(notebooks: list[Path]) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "colab-check")
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook in notebooks/")
     args = parser.parse_args()
@@ -115,7 +127,7 @@ def main() -> int:
     sh(python, "-m", "pip", "install", "-q", "--upgrade", "pip", env=env)
     # What Colab has before the course: its own torch (here the CPU build) and a Jupyter kernel.
     sh(python, "-m", "pip", "install", "-q", "torch==2.13.0", "ipykernel", "nbclient", "nbformat", env=env)
-    sh(python, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3", env=env, stdout=subprocess.DEVNULL)
+    sh(python, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3", env=env)
     (work / "run_notebook.py").write_text(RUNNER)
     timings["fresh venv"] = time.perf_counter() - start
 
@@ -134,6 +146,11 @@ def main() -> int:
             time.perf_counter() - start
         )
 
+    # The course the notebooks used is the clone their set-up cell installed, not this checkout.
+    where = sh(python, "-c", "import helpers; print(helpers.__file__)", env=env, cwd=work).strip()
+    if not Path(where).is_relative_to(course_dir):
+        print(f"helpers was imported from {where}, not from the clone in {course_dir}")
+        return 1
     start = time.perf_counter()
     modules = top_level_imports(notebooks)
     probe = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)"
@@ -146,7 +163,10 @@ def main() -> int:
 
     for step, seconds in timings.items():
         print(f"{step:<36} {seconds:6.0f} s")
-    print(f"Colab readiness: {len(notebooks)} notebooks ran outside the repository; total {sum(timings.values()):.0f} s")
+    total = sum(timings.values())
+    print(
+        f"Colab readiness: {len(notebooks)} notebooks ran outside the repository, course from {where}; {total:.0f} s"
+    )
     return 0
 
 
