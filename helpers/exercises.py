@@ -1,0 +1,482 @@
+"""Check cells for the exercises at the end of each lesson.
+
+Each `check_*` takes the learner's answer, works out the right one itself (with the same helpers
+and libraries the lesson uses) and returns a `Checked`: true when the answer holds, shown in the
+notebook as a line that says so, with a hint if not. An answer left as None reads "not answered
+yet": a lesson notebook runs top to bottom before anyone has tried. The solutions notebooks
+(notebooks/solutions/) assert each check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from helpers.runtime import Profile
+
+# --- reporting --------------------------------------------------------------------------------------
+
+
+def _close(answer: Any, expected: Any, rel: float) -> bool:
+    if isinstance(expected, dict):
+        return (
+            isinstance(answer, dict)
+            and answer.keys() == expected.keys()
+            and all(_close(answer[k], expected[k], rel) for k in expected)
+        )
+    if isinstance(expected, (tuple, list)):
+        return (
+            isinstance(answer, (tuple, list))
+            and len(answer) == len(expected)
+            and all(_close(a, e, rel) for a, e in zip(answer, expected))
+        )
+    if isinstance(expected, float) or (isinstance(expected, int) and rel > 0):
+        return isinstance(answer, (int, float)) and math.isclose(answer, expected, rel_tol=rel, abs_tol=1e-12)
+    return answer == expected
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A check's verdict: true when the answer holds; shown in a notebook as its message."""
+
+    ok: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return self.message
+
+
+def _report(name: str, ok: bool, hint: str, detail: str = "") -> Checked:
+    if ok:
+        return Checked(True, f"✓ Exercise {name}: right. {detail}".rstrip())
+    return Checked(False, f"✗ Exercise {name}: not yet. {detail} Hint: {hint}".replace("  ", " "))
+
+
+def _not_answered(name: str, what: str) -> Checked:
+    return Checked(False, f"· Exercise {name}: not answered yet ({what}).")
+
+
+def _check(name: str, answer: Any, expected: Any, hint: str, what: str, rel: float = 0.0) -> Checked:
+    if answer is None:
+        return _not_answered(name, what)
+    return _report(name, _close(answer, expected, rel), hint, f"Your answer: {answer!r}.")
+
+
+# --- 00 setup ---------------------------------------------------------------------------------------
+
+
+def l4_hardware():
+    from helpers.runtime import Hardware
+
+    return Hardware(
+        cuda=True, gpu_name="NVIDIA L4", vram_gb=24.0, compute_capability=(8, 9), flash_attn_installed=True
+    )
+
+
+def check_00_l4(answer: tuple[str, str, str] | None) -> Checked:
+    from helpers.runtime import choose_profile
+
+    p = choose_profile(l4_hardware())
+    return _check(
+        "00.1",
+        answer,
+        (p.name, p.dtype, p.attn_implementation),
+        "bf16 follows the compute capability (8.0 or newer); the profile follows the GPU's memory; "
+        "flash attention comes with the `full` profile only.",
+        "a tuple (profile, dtype, attention implementation)",
+    )
+
+
+def largest_fitting_batch(model: str, gib: float, **setup) -> int:
+    from helpers.memory import GiB, TrainSetup, plan_memory, reference_configs
+
+    config, best = reference_configs()[model], 0
+    for batch in (1, 2, 4, 8, 16, 32, 64):
+        if plan_memory(config, TrainSetup(batch_size=batch, **setup)).total <= gib * GiB:
+            best = batch
+    return best
+
+
+def check_00_batch(answer: int | None) -> Checked:
+    expected = largest_fitting_batch(
+        "Llama-3.2-1B", 15.0, method="lora", precision="mixed", seq_len=1024, gradient_checkpointing=True
+    )
+    return _check(
+        "00.2",
+        answer,
+        expected,
+        "try each batch size with plan_memory(...).total and compare with 15 * GiB.",
+        "the largest batch size, an int",
+    )
+
+
+# --- 01 token lengths -------------------------------------------------------------------------------
+
+
+def chat_lengths(profile: Profile, n: int = 5_000) -> list[int]:
+    from transformers import AutoTokenizer
+
+    from helpers.data import load_split
+    from helpers.lengths import token_lengths
+
+    tokenizer = AutoTokenizer.from_pretrained(profile.models["chat"])
+    return token_lengths(load_split(profile, "chat", "train", n=n), tokenizer)["total"].tolist()
+
+
+def check_01_max_length(answer: int | None, profile: Profile) -> Checked:
+    from helpers.lengths import recommend_max_length
+
+    lengths = chat_lengths(profile)
+    expected = recommend_max_length(lengths, 0.95)
+    ok = answer is not None and answer == expected
+    if answer is None:
+        return _not_answered("01.1", "max_length, an int")
+    kept = sum(n <= answer for n in lengths) / len(lengths)
+    return _report(
+        "01.1",
+        ok,
+        "sort the lengths (column `total`), take the one at 95%, round it up to a multiple of 8.",
+        f"max_length {answer} keeps {kept:.1%} of the rows whole.",
+    )
+
+
+URL_ROWS = {  # text -> whether a no-URL rule must drop it
+    "Read https://example.com/guide for more.": True,
+    "See http://example.org.": True,
+    "Visit www.example.net today.": True,
+    "Write to ana@example.com.": False,
+    "The answer is 3.14.": False,
+    "Use the web browser.": False,
+}
+
+
+def check_01_url_rule(rule, profile: Profile) -> Checked:
+    from helpers.constitution import Rule, violates
+
+    if rule is None:
+        return _not_answered("01.2", "a helpers.constitution.Rule")
+    if not isinstance(rule, Rule):
+        return _report("01.2", False, "build it with Rule(name=..., rule=..., check=..., pattern=...).")
+    wrong = [
+        text
+        for text, drop in URL_ROWS.items()
+        if violates(rule, {"messages": [{"role": "user", "content": text}]}) != drop
+    ]
+    from helpers.data import load_split
+
+    rows = load_split(profile, "chat", "train", n=5_000)
+    dropped = sum(violates(rule, row) for row in rows)
+    return _report(
+        "01.2",
+        not wrong,
+        "check='no_pattern' with a regular expression for http://, https:// and www.",
+        f"Misjudged: {wrong}." if wrong else f"It drops {dropped:,} of {len(rows):,} train rows.",
+    )
+
+
+# --- 02 LoRA ----------------------------------------------------------------------------------------
+
+
+def check_02_qv_params(answer: int | None, profile: Profile) -> Checked:
+    from transformers import AutoConfig
+
+    from helpers.memory import lora_trainable_params
+
+    config = AutoConfig.from_pretrained(profile.models["chat"])
+    expected = lora_trainable_params(config, r=8, target_modules=["q_proj", "v_proj"])
+    return _check(
+        "02.1",
+        answer,
+        expected,
+        "wrap the chat model with LoraConfig(r=8, target_modules=['q_proj', 'v_proj']) and count "
+        "parameters with requires_grad (or model.print_trainable_parameters()).",
+        "the number of trainable parameters, an int",
+    )
+
+
+def check_02_lora_formula(lora_params: Callable | None) -> Checked:
+    """lora_params(config, r, targets) must match PEFT on real architectures, GQA included."""
+    from helpers.memory import LINEAR_TARGETS, lora_trainable_params, reference_configs
+
+    configs = reference_configs()
+    if lora_params is None or lora_params(configs["SmolLM2-135M"], 8, ["q_proj"]) is None:
+        return _not_answered("02.2", "the function lora_params(config, r, targets) returns None")
+    cases = [
+        (name, r, targets)
+        for name in ("SmolLM2-135M", "Llama-3.1-8B")
+        for r, targets in ((8, ("q_proj", "v_proj")), (16, LINEAR_TARGETS))
+    ]
+    misses = []
+    for name, r, targets in cases:
+        got, want = (
+            lora_params(configs[name], r, list(targets)),
+            lora_trainable_params(configs[name], r, targets),
+        )
+        if got != want:
+            misses.append(f"{name} r={r} {len(targets)} targets: {got:,} vs PEFT's {want:,}")
+    return _report(
+        "02.2",
+        not misses,
+        "a Linear(in, out) gains r * (in + out); k_proj and v_proj are narrower under grouped-query "
+        "attention (num_key_value_heads * head_dim outputs); count every layer.",
+        "; ".join(misses) + "." if misses else "Same as PEFT on SmolLM2-135M and Llama-3.1-8B.",
+    )
+
+
+# --- 03 VLM -----------------------------------------------------------------------------------------
+
+
+def check_03_image_tokens(answer: int | None, profile: Profile) -> Checked:
+    from transformers import AutoProcessor
+
+    from helpers.data import load_split
+
+    processor = AutoProcessor.from_pretrained(profile.models["vlm"])
+    row = load_split(profile, "charts", "train", n=1)[0]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row["query"]}]}]
+    batch = processor.apply_chat_template(
+        [messages], images=[[row["image"]]], tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    expected = int((batch["input_ids"] == image_id).sum())
+    return _check(
+        "03.1",
+        answer,
+        expected,
+        "apply the chat template with tokenize=True to one row and count the `<image>` ids.",
+        "the number of <image> tokens, an int",
+    )
+
+
+RELAXED_CASES = [
+    ("12.5", "13"),
+    ("13.7", "13"),
+    ("13.65", "13"),
+    ("0", "0"),
+    ("0.01", "0"),
+    ("Blue", "blue "),
+]
+
+
+def check_03_relaxed(is_right: Callable | None) -> Checked:
+    from helpers.metrics import relaxed_accuracy
+
+    if is_right is None or is_right("1", "1") is None:
+        return _not_answered("03.2", "the function is_right(prediction, target) returns None")
+    wrong = [(p, t) for p, t in RELAXED_CASES if bool(is_right(p, t)) != relaxed_accuracy(p, t)]
+    return _report(
+        "03.2",
+        not wrong,
+        "numbers: within 5% of the target (inclusive), exactly when the target is 0; text: equal "
+        "ignoring case and surrounding spaces.",
+        f"Misjudged (prediction, target): {wrong}." if wrong else "",
+    )
+
+
+# --- 04 DPO -----------------------------------------------------------------------------------------
+
+# Sequence log-probabilities of one pair under the policy and the frozen reference.
+PAIR = {"policy_chosen": -12.0, "policy_rejected": -15.0, "ref_chosen": -13.0, "ref_rejected": -14.0}
+
+
+def _margin(pair: dict[str, float]) -> float:
+    return (pair["policy_chosen"] - pair["ref_chosen"]) - (pair["policy_rejected"] - pair["ref_rejected"])
+
+
+def check_04_dpo_loss(answer: float | None) -> Checked:
+    expected = -F.logsigmoid(torch.tensor(0.1 * _margin(PAIR))).item()
+    return _check(
+        "04.1",
+        answer,
+        expected,
+        "loss = -log sigmoid(beta * ((pc - rc) - (pr - rr))).",
+        "the loss, a float",
+        rel=1e-4,
+    )
+
+
+def check_04_beta_weights(answer: dict[float, float] | None) -> Checked:
+    expected = {
+        beta: torch.sigmoid(torch.tensor(-beta * _margin(PAIR))).item() for beta in (0.01, 0.1, 0.5, 1.0)
+    }
+    return _check(
+        "04.2",
+        answer,
+        expected,
+        "the gradient of -log sigmoid(z) is -sigmoid(-z) times dz; the pair's weight is sigmoid(-beta * margin).",
+        "a dict {beta: weight} for beta 0.01, 0.1, 0.5, 1.0",
+        rel=1e-4,
+    )
+
+
+def check_04_ipo_loss(answer: float | None) -> Checked:
+    expected = (_margin(PAIR) - 1 / (2 * 0.1)) ** 2
+    return _check(
+        "04.3",
+        answer,
+        expected,
+        "IPO regresses the margin of log-ratios onto 1 / (2 * tau): loss = (margin - 1 / (2 tau))^2.",
+        "the IPO loss, a float",
+        rel=1e-4,
+    )
+
+
+# --- 05 distillation --------------------------------------------------------------------------------
+
+TEACHER_LOGITS = [4.0, 2.0, 1.0, -1.0]
+STUDENT_LOGITS = [2.5, 2.0, 0.5, 0.0]
+
+
+def check_05_temperature(answer: tuple[float, float] | None) -> Checked:
+    t = torch.tensor(TEACHER_LOGITS)
+    expected = tuple((t / temp).softmax(-1)[0].item() for temp in (1.0, 4.0))
+    return _check(
+        "05.1",
+        answer,
+        expected,
+        "divide the logits by T before the softmax.",
+        "(top probability at T=1, at T=4)",
+        rel=1e-4,
+    )
+
+
+def check_05_kd_loss(answer: float | None) -> Checked:
+    temp = 2.0
+    teacher = (torch.tensor(TEACHER_LOGITS) / temp).log_softmax(-1)
+    student = (torch.tensor(STUDENT_LOGITS) / temp).log_softmax(-1)
+    expected = (temp**2 * (teacher.exp() * (teacher - student)).sum()).item()
+    return _check(
+        "05.2",
+        answer,
+        expected,
+        "forward KL(teacher || student) = sum p_t (log p_t - log p_s), both softened by T = 2, then times T^2.",
+        "the loss, a float",
+        rel=1e-4,
+    )
+
+
+# --- 06 several GPUs --------------------------------------------------------------------------------
+
+
+def check_06_zero(answer: dict[int, float] | None) -> Checked:
+    from helpers.memory import zero_model_states
+
+    expected = {stage: zero_model_states(7_000_000_000, 8, stage) / 1e9 for stage in (0, 1, 2, 3)}
+    return _check(
+        "06.1",
+        answer,
+        expected,
+        "2 + 2 + 12 bytes per parameter; stage 1 splits the 12 across GPUs, stage 2 also the "
+        "gradients' 2, stage 3 also the weights' 2.",
+        "a dict {stage: GB per GPU} for stages 0-3",
+        rel=1e-3,
+    )
+
+
+def check_06_batch(answer: tuple[int, float] | None) -> Checked:
+    per_device, gpus, target, base_lr, base_batch = 4, 8, 256, 2e-4, 32
+    expected = (target // (per_device * gpus), base_lr * math.sqrt(target / base_batch))
+    return _check(
+        "06.2",
+        answer,
+        expected,
+        "global batch = per-device batch x GPUs x accumulation steps; square-root scaling multiplies "
+        "the rate by sqrt(new batch / old batch).",
+        "(accumulation steps, learning rate)",
+        rel=1e-3,
+    )
+
+
+# --- 07 GPU tuning ----------------------------------------------------------------------------------
+
+LENGTHS = [12, 40, 33, 7, 90, 64, 20, 15]
+
+
+def real_token_share(lengths: Sequence[int], batch_size: int) -> float:
+    batches = [lengths[i : i + batch_size] for i in range(0, len(lengths), batch_size)]
+    return sum(lengths) / sum(max(b) * len(b) for b in batches)
+
+
+def check_07_padding(answer: tuple[float, float] | None) -> Checked:
+    expected = (real_token_share(LENGTHS, 4), real_token_share(sorted(LENGTHS), 4))
+    return _check(
+        "07.1",
+        answer,
+        expected,
+        "each batch pads to its longest row: real tokens / (longest x rows), summed over batches.",
+        "(share in this order, share sorted by length)",
+        rel=1e-3,
+    )
+
+
+def check_07_adam8bit(answer: float | None) -> Checked:
+    from helpers.memory import TrainSetup, plan_memory, reference_configs
+
+    config = reference_configs()["SmolLM2-1.7B"]
+    plans = [plan_memory(config, TrainSetup(method="full", optimizer=o)) for o in ("adamw", "adamw_8bit")]
+    expected = (plans[0].optimizer - plans[1].optimizer) / 1e9
+    return _check(
+        "07.2",
+        answer,
+        expected,
+        "AdamW keeps two fp32 moments (8 bytes) per trainable parameter, 8-bit AdamW two bytes.",
+        "GB saved, a float",
+        rel=0.01,
+    )
+
+
+# --- 08 efficient architectures ---------------------------------------------------------------------
+
+
+def check_08_kv_cache(answer: float | None) -> Checked:
+    from helpers.memory import kv_cache_bytes, reference_configs
+
+    expected = kv_cache_bytes(reference_configs()["Llama-3.2-3B"], batch_size=1, seq_len=32_768) / 2**30
+    return _check(
+        "08.1",
+        answer,
+        expected,
+        "2 (key and value) x layers x kv heads x head_dim x tokens x 2 bytes.",
+        "GiB, a float",
+        rel=1e-3,
+    )
+
+
+def mixtral_like():
+    from transformers import MixtralConfig
+
+    return MixtralConfig(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        num_local_experts=8,
+        num_experts_per_tok=2,
+        vocab_size=32000,
+    )
+
+
+def check_08_moe(answer: tuple[float, float] | None) -> Checked:
+    from helpers.memory import meta_model
+
+    model = meta_model(mixtral_like())
+    total = sum(p.numel() for p in model.parameters())
+    experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+    expected = (total / 1e9, (total - experts * 6 / 8) / 1e9)
+    return _check(
+        "08.2",
+        answer,
+        expected,
+        "every expert is stored; a token uses 2 of the 8 experts per layer and every other weight.",
+        "(billions stored, billions used per token)",
+        rel=0.01,
+    )

@@ -1,0 +1,105 @@
+"""The exercises' check cells: blank answers wait, wrong ones fail with a hint, and every lesson's
+checks are asserted by its solutions notebook (which CI runs, so right answers are covered there)."""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import exercises as ex
+from helpers.constitution import Rule
+from helpers.lengths import recommend_max_length
+from helpers.runtime import get_profile
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return get_profile()
+
+
+def lora_ignoring_gqa(config, r, targets):
+    """A plausible mistake: every projection as wide as the hidden size."""
+    d, inter = config.hidden_size, config.intermediate_size
+    shapes = {t: (d, d) for t in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    shapes |= {"gate_proj": (d, inter), "up_proj": (d, inter), "down_proj": (inter, d)}
+    return config.num_hidden_layers * sum(r * sum(shapes[t]) for t in targets)
+
+
+WRONG = {
+    "00.1": lambda p: ex.check_00_l4(("full", "bfloat16", "flash_attention_2")),
+    "00.2": lambda p: ex.check_00_batch(16),
+    "01.1": lambda p: ex.check_01_max_length(recommend_max_length(ex.chat_lengths(p), 0.95) + 8, p),
+    "01.2": lambda p: ex.check_01_url_rule(Rule("urls", "no URLs", "no_pattern", pattern=r"https://"), p),
+    "02.1": lambda p: ex.check_02_qv_params(12_345, p),
+    "02.2": lambda p: ex.check_02_lora_formula(lora_ignoring_gqa),
+    "03.1": lambda p: ex.check_03_image_tokens(1, p),  # one token per image, as in text
+    "03.2": lambda p: ex.check_03_relaxed(lambda pred, target: pred.strip() == target.strip()),
+    "04.1": lambda p: ex.check_04_dpo_loss(0.6931),  # log 2: the loss before any training
+    "04.2": lambda p: ex.check_04_beta_weights({0.01: 0.5, 0.1: 0.5, 0.5: 0.5, 1.0: 0.5}),
+    "04.3": lambda p: ex.check_04_ipo_loss(4.0),
+    "05.1": lambda p: ex.check_05_temperature((0.84, 0.84)),
+    "05.2": lambda p: ex.check_05_kd_loss(0.0816),  # forgot the T**2
+    "06.1": lambda p: ex.check_06_zero({0: 112.0, 1: 112.0, 2: 112.0, 3: 14.0}),
+    "06.2": lambda p: ex.check_06_batch((8, 2e-4 * 8)),  # linear scaling, not square root
+    "07.1": lambda p: ex.check_07_padding((0.54, 0.54)),
+    "07.2": lambda p: ex.check_07_adam8bit(3.4),
+    "08.1": lambda p: ex.check_08_kv_cache(14.0),  # as if multi-head attention
+    "08.2": lambda p: ex.check_08_moe((46.7, 46.7)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG))
+def test_a_wrong_answer_fails_with_a_hint(name, profile):
+    result = WRONG[name](profile)
+    assert not result
+    assert f"Exercise {name}: not yet" in repr(result) and "Hint:" in repr(result)
+
+
+def test_blank_answers_wait(profile):
+    blank = [
+        ex.check_00_l4(None),
+        ex.check_01_url_rule(None, profile),
+        ex.check_02_lora_formula(lambda config, r, targets: None),
+        ex.check_03_relaxed(lambda prediction, target: None),
+        ex.check_06_zero(None),
+    ]
+    assert not any(blank)
+    assert all("not answered yet" in repr(b) for b in blank)
+
+
+def test_lora_formula_check_accepts_peft_itself():
+    from helpers.memory import lora_trainable_params
+
+    result = ex.check_02_lora_formula(
+        lambda config, r, targets: lora_trainable_params(config, r, tuple(targets))
+    )
+    assert result and "Same as PEFT" in repr(result)
+
+
+def exercise_checks(path: Path) -> list[str]:
+    """The check functions called after the lesson's "## Exercises" heading."""
+    cells = nbformat.read(path, as_version=4).cells
+    start = next(
+        i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## Exercises")
+    )
+    return [
+        m for c in cells[start:] if c.cell_type == "code" for m in re.findall(r"\b(check_\w+)\(", c.source)
+    ]
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_every_lesson_ends_with_exercises_its_solutions_assert(lesson):
+    checks = exercise_checks(lesson)
+    assert len(set(checks)) >= 2, f"{lesson.name}: fewer than two exercises"
+    solutions = NOTEBOOKS / "solutions" / f"{lesson.stem}_solutions.ipynb"
+    source = "\n".join(
+        c.source for c in nbformat.read(solutions, as_version=4).cells if c.cell_type == "code"
+    )
+    for check in set(checks):
+        assert re.search(rf"^assert {check}\(", source, re.MULTILINE), (
+            f"{solutions.name} does not assert {check}"
+        )
