@@ -5,7 +5,8 @@
 # `make lint` checks style (ruff) and that notebooks are committed without outputs; `make guide`
 # regenerates docs/instructor_guide.md from `make run`'s timings; `make bench` benchmarks throughput;
 # `make e2e` runs notebooks 00 and 01 in JupyterLab in a real (headless) browser; `make colab-check`
-# runs each notebook's first cells outside the repository, in a fresh venv, as on Colab.
+# runs each notebook's first cells outside the repository, in a fresh venv, as on Colab; `make test-min`
+# runs the notebooks with the lowest library versions pyproject.toml allows.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,7 +16,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 TINY_PARTS := data tokenizer tiny-base tiny-chat tiny-vlm tiny-teacher
 
-.PHONY: install tiny lab test lint run guide bench e2e colab-check clean
+.PHONY: install tiny lab test lint run guide bench e2e colab-check test-min clean
 
 install: $(STAMP)
 
@@ -65,6 +66,19 @@ e2e: tiny
 # Each notebook copied alone into an empty folder runs its Colab set-up cell in a fresh venv.
 colab-check: tiny
 	$(PY) scripts/check_colab_ready.py
+
+# The notebooks (lessons and solutions) with the lowest library versions pyproject.toml allows,
+# in a separate venv: an API change shows up here before a learner with an older Colab hits it.
+MIN_VENV ?= .venv-min
+test-min: tiny
+	test -x $(MIN_VENV)/bin/python || python3 -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MIN_VENV)/bin/python -c "import torch" 2>/dev/null || $(MIN_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	mkdir -p build && $(PY) scripts/min_versions.py > build/min-constraints.txt
+	$(MIN_VENV)/bin/python -m pip install --quiet -e ".[dev]" -c build/min-constraints.txt
+	$(MIN_VENV)/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(MIN_VENV)/bin/python -m pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|accelerate|datasets|bitsandbytes) "
+	$(OFFLINE) COURSE_PROFILE=tiny COURSE_CACHE=$(CURDIR)/.course_cache $(MIN_VENV)/bin/python -m pytest notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
 
 clean:
 	rm -rf build .course_cache
