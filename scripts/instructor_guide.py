@@ -10,8 +10,11 @@ mark them measured). The advice per notebook is written here, once.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 # notebook: (T4 minutes, T4 peak GB, large-GPU minutes, large-GPU peak GB), all estimates.
 GPU_ESTIMATES = {
@@ -66,6 +69,16 @@ ADVICE = {
 }
 
 
+def exercises(name: str) -> str:
+    """The lesson's exercises, as their headings say (id and level), and where the solutions are."""
+    text = (NOTEBOOKS / name).read_text()
+    found = re.findall(r"### Exercise (\d\d\.\d) \(([a-z-]+)\)", text)
+    if not found:
+        return "none"
+    listed = ", ".join(f"{eid} ({level})" for eid, level in found)
+    return f"{listed}; solutions in notebooks/solutions/{name.removesuffix('.ipynb')}_solutions.ipynb"
+
+
 def main(timings_path: str = "build/timings.json", out: str = "docs/instructor_guide.md") -> int:
     path = Path(timings_path)
     if not path.exists():
@@ -94,7 +107,17 @@ def main(timings_path: str = "build/timings.json", out: str = "docs/instructor_g
         lines.append(
             f"| {name} | {row['seconds'] / 60:.1f} | {row['peak_mb']} | {est[0]} | {est[1]} | {est[2]} | {est[3]} |"
         )
-    lines += ["", f"All notebooks on `tiny`: {total / 60:.1f} minutes.", "", "## Per notebook", ""]
+    lines += [
+        "",
+        f"All notebooks on `tiny`: {total / 60:.1f} minutes.",
+        "",
+        "Each lesson ends with two or three exercises, easiest first, whose check cells run offline in",
+        "seconds: in a workshop, give the warm-up to everyone and the others to those who finish early.",
+        "The worked solutions (notebooks/solutions/) run in CI, so they hold for the course as committed.",
+        "",
+        "## Per notebook",
+        "",
+    ]
     for name, row in sorted(timings["notebooks"].items()):
         ahead, skip = ADVICE.get(name, ("-", "-"))
         lines += [
@@ -102,6 +125,7 @@ def main(timings_path: str = "build/timings.json", out: str = "docs/instructor_g
             f"- measured on `tiny`: {row['seconds']:.0f} s; result: {row['headline']}",
             f"- run ahead of a live demo: {ahead}",
             f"- skip when short of time: {skip}",
+            f"- exercises: {exercises(name)}",
             "",
         ]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
