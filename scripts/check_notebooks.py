@@ -34,7 +34,8 @@ def strip(path: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    paths = sorted(Path("notebooks").rglob("*.ipynb"))
+    # Jupyter's autosaves (.ipynb_checkpoints/, gitignored) are not committed: skip them.
+    paths = sorted(p for p in Path("notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     if "--strip" in argv:
         for p in paths:
             strip(p)
