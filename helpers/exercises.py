@@ -134,15 +134,13 @@ def chat_lengths(profile: Profile, n: int = 5_000) -> list[int]:
 def check_01_max_length(answer: int | None, profile: Profile) -> Checked:
     from helpers.lengths import recommend_max_length
 
-    lengths = chat_lengths(profile)
-    expected = recommend_max_length(lengths, 0.95)
-    ok = answer is not None and answer == expected
     if answer is None:
         return _not_answered("01.1", "max_length, an int")
+    lengths = chat_lengths(profile)
     kept = sum(n <= answer for n in lengths) / len(lengths)
     return _report(
         "01.1",
-        ok,
+        answer == recommend_max_length(lengths, 0.95),
         "sort the lengths (column `total`), take the one at 95%, round it up to a multiple of 8.",
         f"max_length {answer} keeps {kept:.1%} of the rows whole.",
     )
@@ -349,10 +347,18 @@ def check_05_temperature(answer: tuple[float, float] | None) -> Checked:
 
 
 def check_05_kd_loss(answer: float | None) -> Checked:
+    from trl.experimental.gkd import GKDTrainer
+
+    # TRL's generalized JSD at beta=0 is the forward KL(teacher || student) on softened logits.
     temp = 2.0
-    teacher = (torch.tensor(TEACHER_LOGITS) / temp).log_softmax(-1)
-    student = (torch.tensor(STUDENT_LOGITS) / temp).log_softmax(-1)
-    expected = (temp**2 * (teacher.exp() * (teacher - student)).sum()).item()
+    kl = GKDTrainer.generalized_jsd_loss(
+        torch.tensor([[STUDENT_LOGITS]]),
+        torch.tensor([[TEACHER_LOGITS]]),
+        beta=0,
+        temperature=temp,
+        reduction="sum",
+    )
+    expected = temp**2 * kl.item()
     return _check(
         "05.2",
         answer,

@@ -98,7 +98,8 @@ def run_all(page: Page, name: str, folder: Path, out: Path, timeout_s: int) -> N
         raise TimeoutError(f"{name}: not every cell ran within {timeout_s} s") from None
     page.screenshot(path=str(out / f"{name}.png"), full_page=True)
     page.keyboard.press("Control+s")  # the saved copy says exactly which cells ran and failed
-    page.wait_for_timeout(2_000)
+    saved = "() => !document.querySelector('.lm-TabBar-tab.lm-mod-current.jp-mod-dirty')"
+    page.wait_for_function(saved, timeout=30_000, polling=250)
     notebook = json.loads((folder / f"{name}.ipynb").read_text())
     code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
     errors = [o for c in code for o in c.get("outputs", []) if o["output_type"] == "error"]
