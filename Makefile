@@ -6,7 +6,8 @@
 # regenerates docs/instructor_guide.md from `make run`'s timings; `make bench` benchmarks throughput;
 # `make e2e` runs notebooks 00 and 01 in JupyterLab in a real (headless) browser; `make colab-check`
 # runs each notebook's first cells outside the repository, in a fresh venv, as on Colab; `make test-min`
-# runs the notebooks with the lowest library versions pyproject.toml allows.
+# runs the notebooks with the lowest library versions pyproject.toml allows; `make robustness` rebuilds
+# the tiny world as other machines would and reruns every lesson's checks.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,7 +17,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 TINY_PARTS := data tokenizer tiny-base tiny-chat tiny-vlm tiny-teacher
 
-.PHONY: install tiny lab test lint run guide bench e2e colab-check test-min clean
+.PHONY: install tiny lab test lint run guide bench e2e colab-check test-min robustness publish clean
 
 install: $(STAMP)
 
@@ -32,7 +33,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-# The whole tiny world, notebook 05's teacher included (~8 minutes the first time on 2 cores).
+# The whole tiny world, notebook 05's teacher included (8 to 40 minutes the first time on 2 cores).
 tiny: install
 	$(OFFLINE) $(PY) -m helpers.tiny build --only $(TINY_PARTS)
 
@@ -47,6 +48,7 @@ lint: install
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(PY) scripts/check_notebooks.py
+	$(PY) scripts/publish.py --check
 
 run: tiny
 	$(OFFLINE) $(PY) scripts/run_notebooks.py notebooks build
@@ -54,6 +56,11 @@ run: tiny
 # docs/instructor_guide.md from the timings `make run` just measured.
 guide: run
 	$(PY) scripts/instructor_guide.py build/timings.json docs/instructor_guide.md
+
+# Four perturbed tiny worlds (other seeds, other CPU kernels), each built from scratch, every lesson
+# rerun in each; prints every asserted effect's margin in every world (~20 minutes a world).
+robustness: install
+	$(PY) scripts/robustness.py $(ARGS)
 
 # Notebook 07's throughput benchmark, to compare machines.
 bench: tiny
@@ -79,6 +86,10 @@ test-min: tiny
 	$(MIN_VENV)/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(MIN_VENV)/bin/python -m pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|accelerate|datasets|bitsandbytes) "
 	$(OFFLINE) COURSE_PROFILE=tiny COURSE_CACHE=$(CURDIR)/.course_cache $(MIN_VENV)/bin/python -m pytest notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
+
+# Point every Open-in-Colab badge and Colab set-up cell at your copy: make publish REPO=owner/name
+publish:
+	python3 scripts/publish.py $(REPO) $(if $(BRANCH),--branch $(BRANCH))
 
 clean:
 	rm -rf build .course_cache

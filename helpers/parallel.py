@@ -13,6 +13,7 @@ gradient checkpointing.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -146,3 +147,19 @@ def draw_tensor_parallel(ax=None):
     ax.axis("off")
     ax.set_title("Tensor parallelism (Megatron-LM): an MLP over 2 GPUs, one all-reduce per block half")
     return ax
+
+
+def rank_logs(log_dir: Path, kind: str = "stderr") -> dict[int, str]:
+    """What each rank wrote to stdout or stderr in a `torchrun --log-dir D --redirects 3` launch.
+
+    torchrun keeps them as D/<run id>/attempt_<n>/<rank>/<kind>.log; the last attempt is read.
+    Notebook 06 prints a failing rank's stderr from here instead of the launcher's summary.
+    """
+    attempts = sorted(Path(log_dir).glob("*/attempt_*"), key=lambda p: p.stat().st_mtime)
+    if not attempts:
+        return {}
+    return {
+        int(f.parent.name): f.read_text(errors="replace")
+        for f in sorted(attempts[-1].glob(f"*/{kind}.log"))
+        if f.parent.name.isdigit()
+    }

@@ -114,6 +114,24 @@ def tiny_dir() -> Path:
     return cache_dir() / "tiny"
 
 
+def runs_dir(profile: str, lesson: str) -> Path:
+    """Where a lesson writes what later lessons read (the data card, 02's merged model), by
+    profile, so that a `tiny` run never feeds a `colab` lesson."""
+    return cache_dir() / "runs" / profile / lesson
+
+
+def course_seed() -> int:
+    """The training seed of the tiny world's build and of the lessons' experiments: $COURSE_SEED,
+    else 0. Another seed trains another tiny world, as another machine would (make robustness)."""
+    raw = os.environ.get("COURSE_SEED", "0")
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(
+            f"COURSE_SEED={raw!r} is not an integer; unset it or set e.g. COURSE_SEED=1"
+        ) from None
+
+
 def models_for(profile: str) -> dict[str, str]:
     if profile == "tiny":
         return {role: str(tiny_dir() / name) for role, name in TINY_MODELS.items()}

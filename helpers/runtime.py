@@ -78,6 +78,7 @@ class Profile:
     datasets: dict[str, registry.DatasetSource]  # role -> where its rows come from
     sizes: registry.Sizes  # rows, steps, batch and length for this profile
     hardware: Hardware = field(repr=False, default_factory=Hardware)
+    seed: int = 0  # the lessons' experiments start from it: $COURSE_SEED, else 0
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -101,6 +102,8 @@ class Profile:
             + ("; Colab" if hw.colab else ""),
             f"sizes        : {self.sizes}",
         ]
+        if self.seed:
+            lines.append(f"seed         : {self.seed} (COURSE_SEED)")
         lines += [f"model {role:<11}: {ref}" for role, ref in self.models.items()]
         lines += [f"data  {role:<11}: {src.label}" for role, src in self.datasets.items()]
         return "\n".join(lines)
@@ -146,6 +149,7 @@ def choose_profile(hw: Hardware, requested: str | None = None) -> Profile:
         datasets=registry.datasets_for(name),
         sizes=registry.SIZES[name],
         hardware=hw,
+        seed=registry.course_seed(),
     )
 
 

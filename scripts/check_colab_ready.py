@@ -62,12 +62,31 @@ def head(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     raise ValueError("no cell calls get_profile(): every notebook must pick its profile in its first cells")
 
 
+def current_branch() -> str:
+    """The branch checked out here: the set-up cell clones it with --branch, as on Colab."""
+    branch = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--abbrev-ref", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if branch == "HEAD":
+        raise SystemExit(
+            "make colab-check clones a branch, and this checkout is on none: `git switch -c check` first"
+        )
+    return branch
+
+
 def as_on_colab(notebook: Path, course_dir: Path, full: bool) -> nbformat.NotebookNode:
     """A copy that clones and installs the course from this checkout, as its Colab cell would."""
     nb = nbformat.read(notebook, as_version=4)
     setup = next(c for c in nb.cells if c.cell_type == "code")
     lines = setup.source.splitlines()
-    for key, value in (("COURSE_REPO", ROOT), ("COURSE_DIR", course_dir)):
+    for key, value in (
+        ("COURSE_REPO", ROOT),
+        ("COURSE_BRANCH", current_branch()),
+        ("COURSE_DIR", course_dir),
+    ):
         at = [i for i, line in enumerate(lines) if line.startswith(f"{key} = ")]
         if len(at) != 1:
             raise ValueError(f"{notebook.name}: its first code cell must set {key} once (the Colab set-up)")

@@ -26,12 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import record
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from helpers.data import load_split
@@ -199,6 +201,7 @@ def deepspeed_run(args, model, tokenizer, features, rank: int, world: int) -> di
     return {"losses": losses, "seconds": round(time.perf_counter() - start, 2), **held}
 
 
+@record  # a failing rank's traceback goes into torchrun's error report
 def main() -> None:
     args = parse_args()
     rank, world = rank_and_world()
@@ -228,6 +231,14 @@ def main() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+        # Leave without the interpreter's shutdown. gloo's worker threads can still hold tensors of
+        # finished asynchronous work (DeepSpeed's ZeRO reductions); freeing them while Python
+        # finalises takes the GIL from a C++ thread and aborts the process after all its work is
+        # done (pytorch/pytorch#179291), which torchrun reports as a failed rank. Everything is
+        # written by now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,13 @@ def test_relaxed_accuracy_batch_accepts_label_lists():
     assert relaxed_accuracy_batch(["10", "red", "x"], [["10"], "Red", ["y", "z"]]) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="2 predictions for 1 targets"):
         relaxed_accuracy_batch(["a", "b"], ["a"])
+
+
+def test_binomial_interval_matches_the_wilson_formula():
+    from helpers.metrics import binomial_interval
+
+    low, high = binomial_interval(0.5, 200)
+    assert (round(low, 4), round(high, 4)) == (0.4314, 0.5686)  # Wilson, z = 1.96, by hand
+    low, high = binomial_interval(0.0, 200)
+    assert low == 0.0 and 0.0 < high < 0.02  # never below 0, and not empty at 0%
+    assert binomial_interval(0.3, 2000)[1] - binomial_interval(0.3, 2000)[0] < 0.05  # more items, narrower

@@ -132,3 +132,24 @@ def test_llamafactory_config_matches_notebook_02_on_colab():
     assert config["gradient_accumulation_steps"] == colab.grad_accum
     assert config["max_steps"] == colab.max_steps
     assert not (config.get("bf16") and config.get("fp16")), "one mixed precision at a time"
+
+
+def test_rank_logs_show_the_failing_ranks_own_traceback(tmp_path):
+    """Notebook 06 prints a failed launch's rank stderr, read back with rank_logs."""
+    import subprocess
+    import sys
+
+    from helpers.parallel import rank_logs
+
+    script = tmp_path / "fails.py"
+    script.write_text(
+        "import os\nif os.environ['RANK'] == '1':\n    raise ValueError('planted on rank 1')\nprint('rank 0 fine')\n"
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["--log-dir", str(tmp_path / "logs"), "--redirects", "3", str(script)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode != 0
+    stderr, stdout = rank_logs(tmp_path / "logs", "stderr"), rank_logs(tmp_path / "logs", "stdout")
+    assert "ValueError: planted on rank 1" in stderr[1] and "planted" not in stderr[0]
+    assert "rank 0 fine" in stdout[0]
+    assert rank_logs(tmp_path / "nothing") == {}

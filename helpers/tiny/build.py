@@ -17,24 +17,32 @@ Called on first use by helpers.runtime.get_profile() on the `tiny` profile.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+
+try:
+    import fcntl  # POSIX; on Windows the build runs unlocked (use WSL for two notebooks at once)
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 import datasets
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from helpers.registry import tiny_dir
+from helpers.registry import course_seed, tiny_dir
 from helpers.tiny import charts, world
 from helpers.tiny.tokenizer import train_tokenizer
 
 # Bump when a generator or a spec changes, so stale caches rebuild themselves.
 WORLD_VERSION = 5
-PARTS = ("data", "tokenizer", "tiny-base", "tiny-chat", "tiny-teacher", "tiny-vlm")
+PARTS = ("data", "tokenizer", "tiny-base", "tiny-chat", "tiny-vlm", "tiny-teacher")  # build order
 # What get_profile() and `make tiny` build; the teacher only when a lesson asks for it.
 DEFAULT_PARTS = ("data", "tokenizer", "tiny-base", "tiny-chat", "tiny-vlm")
 
@@ -53,7 +61,7 @@ class TinySpec:
     lr: float
     sft_steps: int  # full fine-tuning steps on the instructions
     sft_lr: float = 1e-3  # high for SFT, right for a 0.5 M-parameter model
-    seed: int = 0
+    seed: int = 0  # training seed; spec_for() sets it from COURSE_SEED
 
 
 BASE = TinySpec(128, 2, 4, 384, pretrain_steps=2000, batch_size=32, block_size=64, lr=3e-3, sft_steps=500)
@@ -227,7 +235,7 @@ def build_vlm(base_dir: Path, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     tokenizer.eos_token = "<end_of_utterance>"  # SmolVLM ends each turn with it
     base = AutoModelForCausalLM.from_pretrained(base_dir)
-    torch.manual_seed(0)
+    torch.manual_seed(course_seed())  # the vision tower's random start
     config = Idefics3Config(
         text_config=base.config.to_dict(),
         vision_config=Idefics3VisionConfig(
@@ -263,6 +271,18 @@ def build_vlm(base_dir: Path, out: Path) -> None:
 
 
 # --- orchestration ---------------------------------------------------------------------------------
+# Several processes may want the world at once (two notebooks, two ranks of a launch): one builds
+# under a lock while the others wait. Each part is written into a temporary folder and moved into
+# place when complete, and the manifest records every file's size and hash, so a part that a killed
+# process or a full disk left behind is found and rebuilt instead of failing deep in transformers.
+
+NEEDS = {
+    "tokenizer": ("data",),
+    "tiny-base": ("tokenizer", "data"),
+    "tiny-chat": ("tiny-base",),
+    "tiny-teacher": ("tokenizer", "data"),
+    "tiny-vlm": ("tiny-base",),
+}
 
 
 def _manifest_path() -> Path:
@@ -271,19 +291,69 @@ def _manifest_path() -> Path:
 
 def read_manifest() -> dict:
     path = _manifest_path()
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError:
+        return {}  # a damaged manifest: everything is checked and rebuilt
+
+
+def _write_manifest(manifest: dict) -> None:
+    tmp = _manifest_path().with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, _manifest_path())  # atomic: readers see the old or the new manifest
+
+
+def spec_for(part: str) -> TinySpec | None:
+    """The spec a model part is built from today: its size, and the training seed COURSE_SEED."""
+    return replace(SPECS[part], seed=course_seed()) if part in SPECS else None
+
+
+def file_digests(folder: Path) -> dict[str, dict]:
+    """Size and sha256 of every file under `folder`, by relative path."""
+    out = {}
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            out[str(f.relative_to(folder))] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def damage(part: str, manifest: dict | None = None) -> str | None:
+    """Why the built `part` cannot be trusted (missing, truncated or altered file), or None."""
+    manifest = read_manifest() if manifest is None else manifest
+    recorded = manifest.get("parts", {}).get(part, {}).get("files")
+    folder = tiny_dir() / part
+    if not folder.is_dir():
+        return f"{folder} is missing"
+    if not recorded:
+        return "the manifest records none of its files"
+    for rel, want in recorded.items():
+        f = folder / rel
+        if not f.is_file():
+            return f"{f} is missing"
+        if f.stat().st_size != want["bytes"]:
+            return f"{f} has {f.stat().st_size:,} bytes, {want['bytes']:,} expected"
+        if _sha256(f) != want["sha256"]:
+            return f"{f} does not match the hash recorded when it was built"
+    return None
 
 
 def missing_parts(parts: Iterable[str] = PARTS) -> list[str]:
+    """The parts (of those asked) that are absent, damaged, or built from another spec or seed."""
     manifest = read_manifest()
     if manifest.get("version") != WORLD_VERSION:
         return list(parts)
-    # Each part lives in a folder of its own name: data/, tokenizer/, tiny-base/, ...; a model
-    # built from another spec than today's is stale.
     return [
         p
         for p in parts
-        if p not in manifest.get("parts", {}) or not (tiny_dir() / p).exists() or _spec_changed(p, manifest)
+        if p not in manifest.get("parts", {}) or _spec_changed(p, manifest) or damage(p, manifest)
     ]
 
 
@@ -292,86 +362,151 @@ def _spec_changed(part: str, manifest: dict) -> bool:
         return False
     recorded = manifest.get("report", {}).get(part, {}).get("spec", {})
     defaults = {f.name: f.default for f in fields(TinySpec)}  # fields added since it was built
-    return any(recorded.get(k, defaults[k]) != v for k, v in asdict(SPECS[part]).items())
+    return any(recorded.get(k, defaults[k]) != v for k, v in asdict(spec_for(part)).items())
+
+
+@contextmanager
+def build_lock(poll_s: float = 2.0, log: Callable[[str], None] = _log):
+    """Hold the tiny world's build lock; if another process holds it, say so and wait."""
+    root = tiny_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    with (root / ".build.lock").open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            log(f"{holder} is building the tiny world in {root}; waiting for it to finish ...")
+            while True:
+                time.sleep(poll_s)
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    continue
+            log("the other build finished")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _with_needs(parts: Iterable[str]) -> set[str]:
+    wanted = set(parts)
+    stack = list(wanted)
+    while stack:
+        for dep in NEEDS.get(stack.pop(), ()):
+            if dep not in wanted:
+                wanted.add(dep)
+                stack.append(dep)
+    return wanted
+
+
+def _dependents(part: str) -> set[str]:
+    """Parts built from `part`, directly or not: rebuilt with it so that they stay consistent."""
+    out = {p for p, deps in NEEDS.items() if part in deps}
+    for p in list(out):
+        out |= _dependents(p)
+    return out
 
 
 def build(parts: Iterable[str] = DEFAULT_PARTS, force: bool = False) -> dict:
-    """Build the parts asked for (and what they need) that are missing or stale."""
+    """Build the parts asked for (and what they need) that are missing, damaged or stale."""
+    from transformers.utils import logging as hf_logging
+
     datasets.disable_progress_bars()
-    root = tiny_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    wanted = set(parts)
-    needs = {
-        "tiny-base": {"tokenizer", "data"},
-        "tiny-chat": {"tiny-base"},
-        "tiny-teacher": {"tokenizer", "data"},
-        "tiny-vlm": {"tiny-base"},
-        "tokenizer": {"data"},
-    }
-    for p in list(wanted):
-        stack = [p]
-        while stack:
-            for dep in needs.get(stack.pop(), ()):
-                if dep not in wanted:
-                    wanted.add(dep)
-                    stack.append(dep)
-    todo = [p for p in PARTS if p in wanted and (force or p in missing_parts([p]))]
-    manifest = read_manifest()
-    if manifest.get("version") != WORLD_VERSION:
-        manifest = {"version": WORLD_VERSION, "parts": {}, "report": {}}
-    for part in todo:
-        start = time.perf_counter()
-        _log(f"building {part} ...")
-        target = root / part
-        if target.exists():
-            shutil.rmtree(target)
-        report = _build_part(part, root)
-        seconds = round(time.perf_counter() - start, 1)
-        manifest["parts"][part] = {"seconds": seconds}
-        if report:
-            manifest["report"][part] = report
-        _manifest_path().write_text(json.dumps(manifest, indent=2))
-        _log(f"{part} done in {seconds} s")
-    if not todo:
-        _log("everything asked for is built already")
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars between the build's own lines
+    with build_lock():  # decided under the lock: another process may have just built them
+        wanted = _with_needs(parts)
+        todo = {p for p in wanted if force or p in missing_parts([p])}
+        present = {p for p in PARTS if p not in todo and (tiny_dir() / p).exists()}
+        for p in list(todo):
+            todo |= _dependents(p) & present  # built from the old part: rebuild it too
+        manifest = read_manifest()
+        if manifest.get("version") != WORLD_VERSION:
+            manifest = {"version": WORLD_VERSION, "parts": {}, "report": {}}
+        for part in [p for p in PARTS if p in todo]:
+            _build_atomically(part, manifest)
+        if not todo:
+            _log("everything asked for is built already")
     return manifest
 
 
-def _build_part(part: str, root: Path) -> dict | None:
+def _build_atomically(part: str, manifest: dict) -> None:
+    root = tiny_dir()
+    reason = damage(part, manifest) if part in manifest.get("parts", {}) else None
+    _log(f"building {part} ..." + (f" (the cached one is damaged: {reason})" if reason else ""))
+    start = time.perf_counter()
+    tmp = root / f".{part}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a build that was killed
+    tmp.mkdir()
+    report = _build_part(part, root, tmp)
+    seconds = round(time.perf_counter() - start, 1)
+    old = root / f".{part}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if (root / part).exists():
+        os.replace(root / part, old)
+    os.replace(tmp, root / part)  # the part appears complete, or not at all
+    shutil.rmtree(old, ignore_errors=True)
+    manifest["parts"][part] = {
+        "seconds": seconds,
+        "cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY") or torch.backends.cpu.get_cpu_capability(),
+        "files": file_digests(root / part),
+    }
+    if report:
+        manifest["report"][part] = report
+    _write_manifest(manifest)
+    _log(f"{part} done in {seconds} s")
+
+
+def _build_part(part: str, root: Path, out: Path) -> dict | None:
+    """Build `part` into the folder `out`, reading the parts it needs from `root`."""
     if part == "data":
-        build_data(root / "data")
+        build_data(out)
         return None
     pretraining = datasets.load_from_disk(str(root / "data" / "pretraining"))["train"]["text"]
     if part == "tokenizer":
-        train_tokenizer(pretraining, vocab_size=VOCAB_SIZE).save_pretrained(root / "tokenizer")
+        train_tokenizer(pretraining, vocab_size=VOCAB_SIZE).save_pretrained(out)
         return None
     if part == "tiny-vlm":
-        build_vlm(root / "tiny-base", root / "tiny-vlm")
+        build_vlm(root / "tiny-base", out)
         return None
     tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
     chat = datasets.load_from_disk(str(root / "data" / "chat"))
+    spec = spec_for(part)
     if part == "tiny-base":
-        model = pretrain(BASE, tokenizer, pretraining)
-        report = {"spec": asdict(BASE), "chat_exact_match": chat_scores(model, tokenizer, chat["test"])}
+        model = pretrain(spec, tokenizer, pretraining)
+        report = {"spec": asdict(spec), "chat_exact_match": chat_scores(model, tokenizer, chat["test"])}
     else:  # tiny-chat: SFT of tiny-base; tiny-teacher: pretrain a larger model, then SFT
-        spec = BASE if part == "tiny-chat" else TEACHER
         model = (
             AutoModelForCausalLM.from_pretrained(root / "tiny-base")
             if part == "tiny-chat"
-            else pretrain(TEACHER, tokenizer, pretraining)
+            else pretrain(spec, tokenizer, pretraining)
         )
         before = chat_scores(model, tokenizer, chat["test"])
-        model = sft(model, tokenizer, chat["train"].remove_columns("skill"), spec, root / f"{part}-run")
-        shutil.rmtree(root / f"{part}-run", ignore_errors=True)
+        model = sft(
+            model, tokenizer, chat["train"].remove_columns("skill"), spec, out.parent / f".{part}-run"
+        )
+        shutil.rmtree(out.parent / f".{part}-run", ignore_errors=True)
         after = chat_scores(model, tokenizer, chat["test"])
         _log(f"held-out exact match: before {before['all']:.1%}, after SFT {after['all']:.1%}")
         report = {"spec": asdict(spec), "exact_match_before": before, "exact_match_after": after}
-    model.save_pretrained(root / part)
-    tokenizer.save_pretrained(root / part)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return report
 
 
 def ensure_built(parts: Iterable[str] = DEFAULT_PARTS) -> None:
-    """Build whatever of the tiny world is missing; cheap when it is all there."""
-    if missing_parts(parts):
+    """Build whatever of the tiny world (the parts asked for and those they are built from) is
+    missing or damaged; cheap when it is all there."""
+    if missing_parts(sorted(_with_needs(parts))):
         build(parts)

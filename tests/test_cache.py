@@ -1,0 +1,111 @@
+"""The tiny world's cache survives its users: a lock, parts moved into place whole, damage found."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from helpers.registry import tiny_dir
+from helpers.tiny import build as tb
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_damaged_part_is_found_and_rebuilt(fresh_cache):
+    tb.build(["tokenizer"])
+    assert tb.missing_parts(["data", "tokenizer"]) == []
+    target = tiny_dir() / "tokenizer" / "tokenizer.json"
+    whole = target.read_bytes()
+    target.write_bytes(whole[: len(whole) // 2])  # truncated, as a killed copy or a full disk leaves it
+    assert tb.missing_parts(["data", "tokenizer"]) == ["tokenizer"]
+    assert "tokenizer.json" in tb.damage("tokenizer") and "expected" in tb.damage("tokenizer")
+    tb.ensure_built(["tokenizer"])
+    assert target.read_bytes() == whole  # rebuilt, from the same data: the same tokenizer
+    assert tb.missing_parts(["tokenizer"]) == []
+
+
+def test_same_size_corruption_is_found(fresh_cache):
+    tb.build(["data"])
+    arrow = next((tiny_dir() / "data" / "chat" / "train").glob("*.arrow"))
+    raw = bytearray(arrow.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    arrow.write_bytes(bytes(raw))
+    assert "hash" in tb.damage("data")
+    assert tb.missing_parts(["data"]) == ["data"]
+
+
+def test_a_rebuilt_part_rebuilds_what_was_made_from_it(fresh_cache, monkeypatch):
+    tb.build(["tokenizer"])
+    (tiny_dir() / "data" / "chat" / "dataset_dict.json").unlink()  # damage the data
+    built = []
+    real = tb._build_part
+    monkeypatch.setattr(
+        tb, "_build_part", lambda part, root, out: built.append(part) or real(part, root, out)
+    )
+    tb.ensure_built(["tokenizer"])
+    assert built == ["data", "tokenizer"]
+
+
+def test_a_killed_build_leaves_no_part_behind(fresh_cache, monkeypatch):
+    tb.build(["data"])
+
+    def killed(part, root, out):
+        (out / "tokenizer.json").write_text("{")  # half written when the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tb, "_build_part", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tb.build(["tokenizer"])
+    assert not (tiny_dir() / "tokenizer").exists()  # nothing half-built where a reader looks
+    assert "tokenizer" not in tb.read_manifest()["parts"]
+    monkeypatch.undo()
+    monkeypatch.setenv("COURSE_CACHE", str(fresh_cache))
+    tb.ensure_built(["tokenizer"])  # the next build clears the partial folder and completes
+    assert not list(tiny_dir().glob(".tokenizer.partial"))
+    assert json.loads((tiny_dir() / "tokenizer" / "tokenizer.json").read_text())["model"]
+
+
+def test_a_damaged_manifest_means_rebuild_not_crash(fresh_cache):
+    tb.build(["data"])
+    (tiny_dir() / "manifest.json").write_text('{"version": ')
+    assert tb.missing_parts(["data"]) == ["data"]
+
+
+def test_two_processes_build_once(fresh_cache):
+    """A second process waits for the first one's build instead of building the same part too."""
+    code = textwrap.dedent(
+        """
+        import time
+        from helpers.tiny import build as tb
+        real = tb._build_part
+        def slow(part, root, out):  # a long build, so that the second process surely finds it running
+            time.sleep(10)
+            return real(part, root, out)
+        tb._build_part = slow
+        tb.ensure_built(["data"])
+        """
+    )
+    env = dict(os.environ, COURSE_CACHE=str(fresh_cache))
+
+    def start():
+        return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+
+    first = start()
+    first_out = [first.stdout.readline()]  # "[tiny] building data ...": it holds the lock now
+    assert "building data" in first_out[0], first_out
+    second = start()
+    second_out = second.communicate(timeout=300)[0]
+    first_out.append(first.communicate(timeout=300)[0])
+    assert first.returncode == 0 and second.returncode == 0, (first_out, second_out)
+    assert "waiting for it to finish" in second_out and "building data" not in second_out, second_out
+    assert "everything asked for is built already" in second_out
+    assert tb.missing_parts(["data"]) == []
