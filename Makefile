@@ -41,7 +41,7 @@ lab: tiny
 	$(VENV)/bin/jupyter lab notebooks/
 
 test: tiny
-	$(OFFLINE) COURSE_PROFILE=tiny $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
+	$(OFFLINE) COURSE_PROFILE=tiny $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=1800 -p no:cacheprovider
 
 LINTED := helpers tests scripts notebooks
 lint: install
@@ -85,7 +85,7 @@ test-min: tiny
 	$(MIN_VENV)/bin/python -m pip install --quiet -e ".[dev]" -c build/min-constraints.txt
 	$(MIN_VENV)/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(MIN_VENV)/bin/python -m pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|accelerate|datasets|bitsandbytes) "
-	$(OFFLINE) COURSE_PROFILE=tiny COURSE_CACHE=$(CURDIR)/.course_cache $(MIN_VENV)/bin/python -m pytest notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
+	$(OFFLINE) COURSE_PROFILE=tiny COURSE_CACHE=$(CURDIR)/.course_cache $(MIN_VENV)/bin/python -m pytest notebooks --nbmake --nbmake-timeout=1800 -p no:cacheprovider
 
 # Point every Open-in-Colab badge and Colab set-up cell at your copy: make publish REPO=owner/name
 publish:
