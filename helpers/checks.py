@@ -3,7 +3,7 @@
 A lesson asserts what its run must show ("LoRA SFT lifts exact match by more than 20 points").
 `expect` asserts it, prints the margin, and, when $COURSE_MARGINS names a file, appends the
 measurement to it as one JSON line, so that `make robustness` can compare margins across
-perturbed tiny worlds (other seeds, other CPU kernels). Used by notebooks 00-08.
+perturbed tiny worlds (other seeds, other CPU kernels). Used by notebooks 00 and 02-06.
 """
 
 from __future__ import annotations
