@@ -51,7 +51,7 @@ ADVICE = {
         "the beta sweep and IPO: keep one beta, show the sweep table from a previous run.",
     ),
     "05_distillation.ipynb": (
-        "`make tiny` builds the tiny teacher (~5.5 minutes on 2 cores): never live.",
+        "`make tiny` (the prebuilt teacher is copied in seconds; trained from scratch it takes 10 to 40 minutes on 2 cores: never live).",
         "the temperature sweep; keep one seed of the three students if pressed.",
     ),
     "06_multi_gpu.ipynb": (

@@ -95,7 +95,7 @@ def run_world(world: World, out: Path, notebooks: list[str], fresh: bool) -> dic
     start = time.perf_counter()
     with (out / "build.log").open("w") as log:
         build = subprocess.run(
-            [sys.executable, "-m", "helpers.tiny", "build", "--only", *PARTS],
+            [sys.executable, "-m", "helpers.tiny", "build", "--from-scratch", "--only", *PARTS],
             env=env,
             cwd=ROOT,
             stdout=log,

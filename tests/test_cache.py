@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,8 +17,46 @@ from helpers.tiny import build as tb
 
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
+    """An empty cache, and no prebuilt world: every part is built here."""
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    monkeypatch.setattr(tb, "prebuilt_dir", lambda: tmp_path / "no-prebuilt-world")
     return tmp_path
+
+
+def test_a_fresh_cache_gets_the_prebuilt_models_bit_for_bit(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    trained = []
+    real = tb._build_part
+    monkeypatch.setattr(
+        tb, "_build_part", lambda part, root, out: trained.append(part) or real(part, root, out)
+    )
+    tb.build(["tiny-chat"])
+    assert trained == ["data"]  # the data is generated here; tokenizer and models are copied
+    manifest = tb.read_manifest()
+    for part in ("tokenizer", "tiny-base", "tiny-chat"):
+        assert manifest["parts"][part]["source"] == "prebuilt"
+        for f in (tb.prebuilt_dir() / part).iterdir():
+            assert (tiny_dir() / part / f.name).read_bytes() == f.read_bytes()
+    assert manifest["report"]["tiny-chat"]["exact_match_after"]["all"] > 0
+    assert tb.missing_parts(["tiny-chat"]) == []
+
+
+def test_a_prebuilt_part_that_does_not_fit_is_refused_and_says_why(tmp_path, monkeypatch):
+    shipped = tmp_path / "tiny-world"
+    shutil.copytree(tb.prebuilt_dir(), shipped)
+    monkeypatch.setattr(tb, "prebuilt_dir", lambda: shipped)
+    fingerprint = json.loads((shipped / "world.json").read_text())["data_fingerprint"]
+    assert tb.prebuilt_problem("tiny-base", fingerprint) is None
+    assert "other data" in tb.prebuilt_problem("tiny-base", "0" * 64)
+    monkeypatch.setenv("COURSE_SEED", "1")  # another seed asks for another world
+    assert "'seed': 1" in tb.prebuilt_problem("tiny-base", fingerprint)
+    monkeypatch.delenv("COURSE_SEED")
+    weights = shipped / "tiny-base" / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    assert "hash" in tb.prebuilt_problem("tiny-base", fingerprint)
+    assert tb.prebuilt_problem("tiny-chat", fingerprint) is None  # only the damaged part is refused
 
 
 def test_damaged_part_is_found_and_rebuilt(fresh_cache):

@@ -1,8 +1,18 @@
 """Build the tiny world: its data, tokenizer, and the models the `tiny` profile loads.
 
-    python -m helpers.tiny build            # all but the teacher, ~2 minutes on 2 CPU cores
-    python -m helpers.tiny build --only tiny-teacher    # notebook 05's teacher, ~5.5 minutes
+    python -m helpers.tiny build            # all but the teacher, in seconds (prebuilt models)
+    python -m helpers.tiny build --only tiny-teacher    # notebook 05's teacher
     python -m helpers.tiny build --force    # rebuild even if the cache is current
+    python -m helpers.tiny build --from-scratch --force   # retrain every model (10 to 60 minutes)
+    python -m helpers.tiny freeze           # make the cache's models the repository's prebuilt ones
+
+The models (and the tokenizer they were trained with) are trained once and shipped in the
+repository (data/tiny-world/, ~11 MB of safetensors), so that `make lab` is ready in a minute or
+two and every machine starts from the same tiny world: trained from scratch, the world lands
+somewhere else on every CPU, because float results differ between CPU kernels. A prebuilt part is
+used only when it was trained from today's data, spec and seed, and its files match their hashes;
+otherwise the part is trained here. The data is always generated here (seconds, the same rows on
+every machine).
 
 Parts, each saved under the tiny cache (helpers.registry.tiny_dir()) with safetensors weights:
   data       DatasetDicts in the hub datasets' columns (chat, preference, charts, news, pretraining)
@@ -36,7 +46,7 @@ import datasets
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from helpers.registry import course_seed, tiny_dir
+from helpers.registry import course_root, course_seed, tiny_dir
 from helpers.tiny import charts, world
 from helpers.tiny.tokenizer import train_tokenizer
 
@@ -270,6 +280,93 @@ def build_vlm(base_dir: Path, out: Path) -> None:
     processor.save_pretrained(out)
 
 
+# --- the prebuilt world ------------------------------------------------------------------------
+# Models trained once (by `python -m helpers.tiny freeze` after a build) and shipped in the repository.
+
+PREBUILT_PARTS = ("tokenizer", "tiny-base", "tiny-chat", "tiny-teacher")
+
+
+def prebuilt_dir() -> Path:
+    return course_root() / "data" / "tiny-world"
+
+
+def data_fingerprint(root: Path) -> str:
+    """sha256 of the texts the models are trained on (pretraining documents, chat rows)."""
+    h = hashlib.sha256()
+    h.update(
+        json.dumps(
+            list(datasets.load_from_disk(str(root / "data" / "pretraining"))["train"]["text"])
+        ).encode()
+    )
+    h.update(
+        json.dumps(list(datasets.load_from_disk(str(root / "data" / "chat"))["train"]["messages"])).encode()
+    )
+    return h.hexdigest()
+
+
+def _part_spec(part: str) -> dict:
+    return {"vocab_size": VOCAB_SIZE} if part == "tokenizer" else asdict(spec_for(part))
+
+
+def _read_prebuilt() -> dict:
+    path = prebuilt_dir() / "world.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def prebuilt_problem(part: str, fingerprint: str) -> str | None:
+    """Why the repository's prebuilt `part` cannot stand in for a build here, or None if it can."""
+    if part not in PREBUILT_PARTS:
+        return f"{part} is not shipped prebuilt"
+    world = _read_prebuilt()
+    record = world.get("parts", {}).get(part)
+    if not record:
+        return f"{prebuilt_dir()} holds no prebuilt {part}"
+    if world.get("version") != WORLD_VERSION:
+        return (
+            f"the prebuilt world is version {world.get('version')}, this code builds version {WORLD_VERSION}"
+        )
+    if record["spec"] != _part_spec(part):
+        return (
+            f"the prebuilt {part} was trained with {record['spec']}, this build asks for {_part_spec(part)}"
+        )
+    if world.get("data_fingerprint") != fingerprint:
+        return "the prebuilt models were trained on other data than the generators make today"
+    folder = prebuilt_dir() / part
+    for rel, want in record["files"].items():
+        f = folder / rel
+        if not f.is_file() or f.stat().st_size != want["bytes"] or _sha256(f) != want["sha256"]:
+            return f"{f} is missing or differs from the hash recorded when it was trained"
+    return None
+
+
+def freeze(dest: Path | None = None, log: Callable[[str], None] = _log) -> Path:
+    """Copy the cache's tokenizer and models into the repository as its prebuilt world."""
+    dest = dest or prebuilt_dir()
+    manifest = read_manifest()
+    root = tiny_dir()
+    bad = [p for p in PREBUILT_PARTS if p in missing_parts([p])]
+    if bad:
+        raise RuntimeError(f"build these first (python -m helpers.tiny build --only {' '.join(bad)}): {bad}")
+    world = {"version": WORLD_VERSION, "data_fingerprint": data_fingerprint(root), "parts": {}}
+    for part in PREBUILT_PARTS:
+        shutil.rmtree(dest / part, ignore_errors=True)
+        shutil.copytree(root / part, dest / part)
+        record = manifest["parts"][part]
+        world["parts"][part] = {
+            "spec": _part_spec(part),
+            "seconds": record.get("trained_seconds", record["seconds"]),
+            "cpu_capability": record["cpu_capability"],
+            "files": file_digests(dest / part),
+            "report": manifest.get("report", {}).get(part),
+        }
+    (dest / "world.json").write_text(json.dumps(world, indent=2) + "\n")
+    log(f"prebuilt world written to {dest}")
+    return dest
+
+
 # --- orchestration ---------------------------------------------------------------------------------
 # Several processes may want the world at once (two notebooks, two ranks of a launch): one builds
 # under a lock while the others wait. Each part is written into a temporary folder and moved into
@@ -419,8 +516,9 @@ def _dependents(part: str) -> set[str]:
     return out
 
 
-def build(parts: Iterable[str] = DEFAULT_PARTS, force: bool = False) -> dict:
-    """Build the parts asked for (and what they need) that are missing, damaged or stale."""
+def build(parts: Iterable[str] = DEFAULT_PARTS, force: bool = False, from_scratch: bool = False) -> dict:
+    """Build the parts asked for (and what they need) that are missing, damaged or stale; models
+    are copied from the prebuilt world where it fits, trained here with `from_scratch` or where not."""
     from transformers.utils import logging as hf_logging
 
     datasets.disable_progress_bars()
@@ -435,21 +533,36 @@ def build(parts: Iterable[str] = DEFAULT_PARTS, force: bool = False) -> dict:
         if manifest.get("version") != WORLD_VERSION:
             manifest = {"version": WORLD_VERSION, "parts": {}, "report": {}}
         for part in [p for p in PARTS if p in todo]:
-            _build_atomically(part, manifest)
+            _build_atomically(part, manifest, from_scratch)
         if not todo:
             _log("everything asked for is built already")
     return manifest
 
 
-def _build_atomically(part: str, manifest: dict) -> None:
+def _build_atomically(part: str, manifest: dict, from_scratch: bool = False) -> None:
     root = tiny_dir()
     reason = damage(part, manifest) if part in manifest.get("parts", {}) else None
-    _log(f"building {part} ..." + (f" (the cached one is damaged: {reason})" if reason else ""))
     start = time.perf_counter()
     tmp = root / f".{part}.partial"
     shutil.rmtree(tmp, ignore_errors=True)  # left by a build that was killed
-    tmp.mkdir()
-    report = _build_part(part, root, tmp)
+    problem = None  # why the prebuilt copy is not used, for a part that has one
+    if not from_scratch and part in PREBUILT_PARTS:
+        problem = prebuilt_problem(part, data_fingerprint(root))
+    damaged = f" (the cached one is damaged: {reason})" if reason else ""
+    if not from_scratch and part in PREBUILT_PARTS and problem is None:
+        record = _read_prebuilt()["parts"][part]
+        _log(
+            f"{part}: the repository's prebuilt copy{damaged} (trained from scratch in {record['seconds']:.0f} s "
+            f"on {record['cpu_capability']} kernels; `python -m helpers.tiny build --from-scratch` retrains it)"
+        )
+        shutil.copytree(prebuilt_dir() / part, tmp)
+        report, trained_seconds = record["report"], record["seconds"]
+    else:
+        why = f" (prebuilt not used: {problem})" if problem else ""
+        _log(f"building {part} ...{damaged}{why}")
+        tmp.mkdir()
+        report = _build_part(part, root, tmp)
+        trained_seconds = None
     seconds = round(time.perf_counter() - start, 1)
     old = root / f".{part}.old"
     shutil.rmtree(old, ignore_errors=True)
@@ -459,7 +572,13 @@ def _build_atomically(part: str, manifest: dict) -> None:
     shutil.rmtree(old, ignore_errors=True)
     manifest["parts"][part] = {
         "seconds": seconds,
-        "cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY") or torch.backends.cpu.get_cpu_capability(),
+        "source": "trained here" if trained_seconds is None else "prebuilt",
+        "trained_seconds": seconds if trained_seconds is None else trained_seconds,
+        "cpu_capability": (
+            (os.environ.get("ATEN_CPU_CAPABILITY") or torch.backends.cpu.get_cpu_capability())
+            if trained_seconds is None
+            else _read_prebuilt()["parts"][part]["cpu_capability"]
+        ),
         "files": file_digests(root / part),
     }
     if report:
