@@ -45,7 +45,7 @@ lab: tiny
 	$(VENV)/bin/jupyter lab notebooks/
 
 test: tiny
-	$(OFFLINE) COURSE_PROFILE=tiny $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=1800 -p no:cacheprovider
+	$(OFFLINE) COURSE_PROFILE=tiny $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=1800 -p no:cacheprovider --durations=30
 
 LINTED := helpers tests scripts notebooks
 lint: install
