@@ -41,8 +41,9 @@ tiny: install
 tiny-from-scratch: install
 	$(OFFLINE) $(PY) -m helpers.tiny build --from-scratch --force --only $(TINY_PARTS)
 
+# As root (a container), JupyterLab refuses to start without --allow-root.
 lab: tiny
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 test: tiny
 	$(OFFLINE) COURSE_PROFILE=tiny $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=1800 -p no:cacheprovider --durations=30
