@@ -64,7 +64,7 @@ guide: run
 
 # Four perturbed tiny worlds (other seeds, other CPU kernels), each built from scratch, every lesson
 # rerun in each; prints every asserted effect's margin in every world. A world takes as long as
-# `make tiny` plus `make run`: about 20 minutes to 2 hours on 2 cores, by machine.
+# `make tiny-from-scratch` plus `make run`: about 20 minutes to 2 hours on 2 cores, by machine.
 robustness: install
 	$(PY) scripts/robustness.py $(ARGS)
 
