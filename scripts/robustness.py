@@ -13,8 +13,8 @@ with every cell executed (an error does not stop the rest), and each `helpers.ch
 records its margin. The table gives, for each check, the margin in every world; the exit status
 is 1 when any check, any notebook or any world-level requirement fails.
 
-A world takes as long as `make tiny-from-scratch` plus `make run`: about 20 minutes on a fast 2-core machine, about
-2 hours on a slow one (the distillation teacher is most of the build).
+A world takes as long as `make tiny-from-scratch` plus `make run`: about 20 minutes on a fast
+2-core machine, about 2 hours on a slow one (the distillation teacher is most of the build).
 """
 
 from __future__ import annotations
