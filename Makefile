@@ -7,7 +7,8 @@
 # `make e2e` runs notebooks 00 and 01 in JupyterLab in a real (headless) browser; `make colab-check`
 # runs each notebook's first cells outside the repository, in a fresh venv, as on Colab; `make test-min`
 # runs the unit tests and some notebooks with the lowest library versions pyproject.toml allows; `make robustness` rebuilds
-# the tiny world as other machines would and reruns every lesson's checks.
+# the tiny world as other machines would and reruns every lesson's checks; `make rehearse` runs lessons on the
+# colab and full profiles' code path on this CPU, with stand-ins of the hub models and hub-shaped data.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,7 +18,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 TINY_PARTS := data tokenizer tiny-base tiny-chat tiny-vlm tiny-teacher
 
-.PHONY: install tiny tiny-from-scratch lab test lint run guide bench e2e colab-check test-min robustness publish clean
+.PHONY: install tiny tiny-from-scratch lab test lint run guide bench e2e colab-check test-min robustness rehearse publish clean
 
 install: $(STAMP)
 
@@ -95,6 +96,11 @@ test-min: tiny
 	$(MIN_VENV)/bin/python -m pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|accelerate|datasets|bitsandbytes) "
 	$(OFFLINE) COURSE_PROFILE=tiny COURSE_CACHE=$(CURDIR)/.course_cache $(MIN_VENV)/bin/python -m pytest tests notebooks/00_setup.ipynb \
 	  notebooks/01_token_lengths.ipynb notebooks/solutions --nbmake --nbmake-timeout=1800 -p no:cacheprovider
+
+# The GPU profiles' code path on this CPU: stand-ins of the hub models (published configs, random
+# weights, two layers) and hub-shaped fixtures, built once; see helpers/rehearsal.py.
+rehearse: install
+	$(OFFLINE) $(PY) scripts/rehearse.py $(ARGS)
 
 # Point every Open-in-Colab badge and Colab set-up cell at your copy: make publish REPO=owner/name
 publish:

@@ -35,7 +35,7 @@ def load_split(profile: Profile, role: str, split: str = "train", n: int | None 
         ds = datasets.load_from_disk(src.local_path)[split_name]
     else:
         try:
-            ds = datasets.load_dataset(src.hub_id, src.config, split=split_name)
+            ds = _from_hub(src, split_name, n)
         except Exception as err:  # offline, gated, renamed: say what to do instead
             raise RuntimeError(
                 f"Could not load {src.hub_id!r} from the hub for profile {profile.name!r}: {err}\n"
@@ -47,6 +47,18 @@ def load_split(profile: Profile, role: str, split: str = "train", n: int | None 
     if n is not None:
         ds = ds.select(range(min(n, len(ds))))
     return ds
+
+
+def _from_hub(src, split_name: str, n: int | None) -> datasets.Dataset:
+    """The first `n` rows of a hub split, streamed: `load_dataset(split=...)` would download and
+    prepare every split of the set first (smol-smoltalk: 460,341 rows; cosmopedia-v2: tens of GB)."""
+    if n is None:
+        print(f"downloading all of {src.hub_id} [{split_name}]; pass n= to stream only the rows you need")
+        return datasets.load_dataset(src.hub_id, src.config, split=split_name)
+    stream = datasets.load_dataset(src.hub_id, src.config, split=split_name, streaming=True)
+    rows = list(stream.take(n))
+    print(f"streamed the first {len(rows):,} rows of {src.hub_id} [{split_name}]; nothing else downloaded")
+    return datasets.Dataset.from_list(rows, features=stream.features)
 
 
 def conversation_problem(row: Any) -> str | None:

@@ -53,7 +53,9 @@ class DatasetSource:
 
     @property
     def label(self) -> str:
-        where = self.local_path or f"{self.hub_id}" + (f" ({self.config})" if self.config else "")
+        where = f"{self.hub_id}" + (f" ({self.config})" if self.config else "")
+        if self.local_path:
+            where = f"{where}, rehearsal fixture" if self.hub_id else self.local_path
         return f"{where} [{self.train_split}/{self.test_split}] columns {', '.join(self.columns)}"
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import psutil
 import torch
 
-from helpers import registry
+from helpers import registry, rehearsal
 
 PROFILES = ("tiny", "colab", "full")
 # GPUs up to this much memory get the `colab` profile (T4 16 GB, L4 24 GB); larger ones `full`.
@@ -79,6 +79,7 @@ class Profile:
     sizes: registry.Sizes  # rows, steps, batch and length for this profile
     hardware: Hardware = field(repr=False, default_factory=Hardware)
     seed: int = 0  # the lessons' experiments start from it: $COURSE_SEED, else 0
+    rehearsal: bool = False  # a GPU profile's code path on a CPU (make rehearse; helpers.rehearsal)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -104,6 +105,8 @@ class Profile:
         ]
         if self.seed:
             lines.append(f"seed         : {self.seed} (COURSE_SEED)")
+        if self.rehearsal:
+            lines.append(f"rehearsal    : {rehearsal.describe(self.name, self.dtype)}")
         lines += [f"model {role:<11}: {ref}" for role, ref in self.models.items()]
         lines += [f"data  {role:<11}: {src.label}" for role, src in self.datasets.items()]
         return "\n".join(lines)
@@ -118,7 +121,7 @@ def choose_profile(hw: Hardware, requested: str | None = None) -> Profile:
                 f"COURSE_PROFILE={requested!r} is not a profile. Valid choices: {', '.join(PROFILES)} "
                 "(or leave it unset to choose from the hardware)."
             )
-        if requested != "tiny" and not hw.cuda:
+        if requested != "tiny" and not hw.cuda and not rehearsal.active():
             raise RuntimeError(
                 f"COURSE_PROFILE={requested} needs a CUDA GPU, and none was found. "
                 "Use COURSE_PROFILE=tiny on this machine (or unset it), or run on a GPU "
@@ -133,8 +136,14 @@ def choose_profile(hw: Hardware, requested: str | None = None) -> Profile:
     else:
         name, reason = "full", f"{hw.gpu_name} with {hw.vram_gb} GB"
 
+    rehearsing = name != "tiny" and not hw.cuda  # only reached with COURSE_REHEARSAL set
+    sizes, datasets = registry.SIZES[name], registry.datasets_for(name)
     if name == "tiny":
         device, dtype, attn = "cpu", "float32", "sdpa"
+    elif rehearsing:
+        device, dtype, attn = "cpu", rehearsal.dtype(name), "sdpa"
+        reason = f"rehearsal of the {name} profile on this CPU"
+        sizes, datasets = rehearsal.sizes(sizes), rehearsal.fixture_sources()
     else:
         device = "cuda"
         dtype = "bfloat16" if hw.bf16 else "float16"
@@ -146,10 +155,11 @@ def choose_profile(hw: Hardware, requested: str | None = None) -> Profile:
         dtype=dtype,
         attn_implementation=attn,
         models=registry.models_for(name),
-        datasets=registry.datasets_for(name),
-        sizes=registry.SIZES[name],
+        datasets=datasets,
+        sizes=sizes,
         hardware=hw,
         seed=registry.course_seed(),
+        rehearsal=rehearsing,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import sys
 import threading
 import time
@@ -23,6 +24,8 @@ import nbformat
 import psutil
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in tracebacks
 
 
 def headline(nb: nbformat.NotebookNode) -> str:
@@ -71,40 +74,41 @@ def first_error(nb: nbformat.NotebookNode) -> str | None:
     return None
 
 
+def run_one(path: Path, out_dir: Path, keep_going: bool = False) -> dict:
+    """Execute one notebook into `out_dir`; its row of the table (status "FAILED: ..." on error)."""
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    with PeakMemory() as memory:
+        try:
+            NotebookClient(
+                nb,
+                timeout=1800,
+                allow_errors=keep_going,
+                resources={"metadata": {"path": str(path.parent)}},
+            ).execute()
+            status = headline(nb) or "(no headline printed)"
+            if keep_going and (error := first_error(nb)):
+                status = "FAILED: " + ANSI.sub("", error.splitlines()[0])[:80]
+        except CellExecutionError as err:
+            status = "FAILED: " + ANSI.sub("", str(err).strip().splitlines()[-1])[:80]
+    seconds = time.perf_counter() - start
+    nbformat.write(nb, out_dir / path.name)
+    print(f"{path.name:<32} {seconds:7.1f} s {memory.peak / 1e6:7.0f} MB  {status}", flush=True)
+    return {
+        "notebook": path.name,
+        "seconds": round(seconds, 1),
+        "peak_mb": round(memory.peak / 1e6),
+        "headline": status,
+    }
+
+
 def main(src: str = "notebooks", dst: str = "build", *flags: str) -> int:
     keep_going = "--keep-going" in flags  # make robustness: later cells' checks still report
     out_dir = Path(dst)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, failed = [], False
     paths = [Path(src)] if Path(src).is_file() else sorted(Path(src).glob("[0-9][0-9]_*.ipynb"))
-    for path in paths:
-        nb = nbformat.read(path, as_version=4)
-        start = time.perf_counter()
-        with PeakMemory() as memory:
-            try:
-                NotebookClient(
-                    nb,
-                    timeout=1800,
-                    allow_errors=keep_going,
-                    resources={"metadata": {"path": str(path.parent)}},
-                ).execute()
-                status = headline(nb) or "(no headline printed)"
-                if keep_going and (error := first_error(nb)):
-                    failed, status = True, "FAILED: " + error.splitlines()[0][:80]
-            except CellExecutionError as err:
-                failed = True
-                status = "FAILED: " + str(err).strip().splitlines()[-1][:80]
-        seconds = time.perf_counter() - start
-        nbformat.write(nb, out_dir / path.name)
-        rows.append(
-            {
-                "notebook": path.name,
-                "seconds": round(seconds, 1),
-                "peak_mb": round(memory.peak / 1e6),
-                "headline": status,
-            }
-        )
-        print(f"{path.name:<32} {seconds:7.1f} s {memory.peak / 1e6:7.0f} MB  {status}", flush=True)
+    rows = [run_one(path, out_dir, keep_going) for path in paths]
+    failed = any(r["headline"].startswith("FAILED") for r in rows)
     print("\n| notebook | seconds | peak MB | headline |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['notebook']} | {r['seconds']:.0f} | {r['peak_mb']} | {r['headline']} |")

@@ -1,0 +1,86 @@
+"""Rehearse the GPU profiles: lessons executed on the `colab` and `full` code paths, on this CPU.
+
+    make rehearse                                  # every rehearsed notebook, both profiles
+    python scripts/rehearse.py --profiles colab notebooks/02_lora_sft.ipynb   # one of them
+
+Builds the stand-in models and hub-shaped fixtures once (helpers.stand_ins), then runs each
+notebook with COURSE_PROFILE set and COURSE_REHEARSAL=1, the hub cache pointing at the
+stand-ins and the hub offline (see helpers.rehearsal). Executed copies go to build/rehearse/.
+Exit status 1 when any notebook fails on any profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
+
+import run_notebooks
+
+from helpers import rehearsal, stand_ins
+
+# The notebooks rehearsed, in order (01 writes the data card 02 reads), and on which profiles.
+# 02 on `full` trains a 1.7B stand-in at batch 16: about 20 minutes on 2 cores, too long for CI.
+BOTH = ("colab", "full")
+REHEARSED = {
+    "notebooks/00_setup.ipynb": BOTH,
+    "notebooks/01_token_lengths.ipynb": BOTH,
+    "notebooks/02_lora_sft.ipynb": ("colab",),
+    "notebooks/solutions/00_setup_solutions.ipynb": BOTH,
+    "notebooks/solutions/01_token_lengths_solutions.ipynb": BOTH,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", help="default: every rehearsed notebook")
+    parser.add_argument("--profiles", nargs="+", default=["colab", "full"], choices=["colab", "full"])
+    args = parser.parse_args()
+    start = time.perf_counter()
+    hub = stand_ins.build(log=lambda msg: print(msg, flush=True))
+    print(f"stand-ins and fixtures ready in {time.perf_counter() - start:.0f} s ({hub.parent})\n")
+    os.environ.update(
+        {
+            rehearsal.ENV: "1",
+            "HF_HUB_CACHE": str(hub),
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
+    rows = []
+    for profile in args.profiles:
+        os.environ["COURSE_PROFILE"] = profile
+        out = ROOT / "build" / "rehearse" / profile
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"== the {profile} profile", flush=True)
+        chosen = args.notebooks or [nb for nb, profiles in REHEARSED.items() if profile in profiles]
+        rows += [{"profile": profile} | run_notebooks.run_one(ROOT / nb, out) for nb in chosen]
+    failed = any(r["headline"].startswith("FAILED") for r in rows)
+    print("\n| profile | notebook | seconds | peak MB | result |\n|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['profile']} | {r['notebook']} | {r['seconds']:.0f} | {r['peak_mb']} | {r['headline'][:90]} |"
+        )
+    skipped = sorted(
+        str(p.relative_to(ROOT))
+        for p in [*ROOT.glob("notebooks/[0-9]*.ipynb"), *ROOT.glob("notebooks/solutions/[0-9]*.ipynb")]
+        if str(p.relative_to(ROOT)) not in REHEARSED
+    )
+    partly = [
+        f"{Path(nb).stem} (not {', '.join(set(BOTH) - set(p))})" for nb, p in REHEARSED.items() if p != BOTH
+    ]
+    if skipped or partly:
+        print(f"\nnot rehearsed yet: {', '.join(Path(s).stem for s in skipped)}; " + ", ".join(partly))
+    print(f"rehearsal: {time.perf_counter() - start:.0f} s, " + ("FAILED" if failed else "all passed"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
