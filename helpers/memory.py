@@ -298,39 +298,76 @@ def _activation_bytes(s: _Shape, setup: TrainSetup) -> tuple[float, float, float
 # --- model states ----------------------------------------------------------------------------------
 
 
-def _weight_bytes(model: torch.nn.Module, setup: TrainSetup) -> float:
+@dataclass(frozen=True)
+class _Param:
+    """What the planner needs of one parameter tensor."""
+
+    numel: int
+    rows: int  # its first dimension (LLM.int8 keeps a scale per row)
+    quantised: bool  # a decoder linear weight, which QLoRA stores in 4 or 8 bits
+
+
+_PARAMETERS: dict[tuple, tuple[tuple[_Param, ...], tuple[_Param, ...]]] = {}
+
+
+def _parameters(config: PretrainedConfig, lora: tuple[int, tuple[str, ...]] | None):
+    """The base model's parameters and, for `lora` = (r, targets), the adapter's, read from the
+    meta model and PEFT's wrapping of it. Cached: building a 70B meta model takes about a second,
+    and a fit table plans each model many times."""
+    key = (config.to_json_string(use_diff=False), lora)
+    if key not in _PARAMETERS:
+        model = meta_model(config)
+        quantised = {
+            id(m.weight)
+            for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in LINEAR_TARGETS
+        }
+        base = tuple(_Param(p.numel(), p.shape[0], id(p) in quantised) for p in model.parameters())
+        adapter: tuple[_Param, ...] = ()
+        if lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            r, targets = lora
+            with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5
+                warnings.simplefilter("ignore", FutureWarning)
+                wrapped = get_peft_model(
+                    model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets))
+                )
+            adapter = tuple(
+                _Param(p.numel(), p.shape[0], False) for p in wrapped.parameters() if p.requires_grad
+            )
+        _PARAMETERS[key] = (base, adapter)
+    return _PARAMETERS[key]
+
+
+def _weight_bytes(params: tuple[_Param, ...], setup: TrainSetup) -> float:
     """Every parameter of the base model in its storage format; QLoRA quantises the decoder's
     linear layers (bitsandbytes keeps embeddings, norms and lm_head in the compute dtype)."""
     if setup.method == "full":
         dtype_bytes = 2 if setup.precision == "bf16" else 4
     else:  # a frozen base is loaded in half precision unless the run is fp32
         dtype_bytes = 4 if setup.precision == "fp32" else 2
-    quantised = {
-        id(m.weight)
-        for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in LINEAR_TARGETS
-    }
     total = 0.0
-    for p in model.parameters():
-        if setup.method == "qlora" and id(p) in quantised:
+    for p in params:
+        if setup.method == "qlora" and p.quantised:
             if setup.quant_bits == 4:  # NF4 codes, a uint8 absmax per block, fp32 per 256 blocks
-                blocks = math.ceil(p.numel() / NF4_BLOCK)
-                total += p.numel() / 2 + blocks + 4 * math.ceil(blocks / NESTED_BLOCK)
+                blocks = math.ceil(p.numel / NF4_BLOCK)
+                total += p.numel / 2 + blocks + 4 * math.ceil(blocks / NESTED_BLOCK)
             else:  # LLM.int8: int8 weights and an fp32 scale per output row
-                total += p.numel() + 4 * p.shape[0]
+                total += p.numel + 4 * p.rows
         else:
-            total += p.numel() * dtype_bytes
+            total += p.numel * dtype_bytes
     return total
 
 
-def _optimizer_bytes(trainable: list[torch.nn.Parameter], optimizer: str, param_bytes: int) -> float:
+def _optimizer_bytes(trainable: tuple[_Param, ...], optimizer: str, param_bytes: int) -> float:
     if optimizer == "sgd":  # one momentum buffer
-        return float(sum(p.numel() for p in trainable) * param_bytes)
+        return float(sum(p.numel for p in trainable) * param_bytes)
     if optimizer == "adamw":  # exp_avg and exp_avg_sq in the parameter's dtype, a float32 step
-        return float(sum(2 * p.numel() * param_bytes + 4 for p in trainable))
+        return float(sum(2 * p.numel * param_bytes + 4 for p in trainable))
     total = 2 * 256 * 4.0  # adamw_8bit: two shared fp32 quantisation maps
     for p in trainable:  # 1 byte per state and an fp32 absmax per block; small tensors stay fp32
-        n = p.numel()
+        n = p.numel
         total += 2 * n + 2 * 4 * math.ceil(n / ADAM8_BLOCK) if n >= ADAM8_MIN_SIZE else 2 * n * 4
     return total
 
@@ -341,24 +378,19 @@ ZERO_K = {"adamw": 12, "adamw_8bit": 6, "sgd": 8}
 
 def plan_memory(config: PretrainedConfig, setup: TrainSetup = TrainSetup()) -> MemoryPlan:
     """Predicted training memory per GPU for `config` trained as `setup`. Loads no weights."""
-    from peft import LoraConfig, get_peft_model
 
     s = _Shape.of(config)
-    model = meta_model(config)
-    n_params = sum(p.numel() for p in model.parameters())
-    base_weights = _weight_bytes(model, setup)
+    lora = None if setup.method == "full" else (setup.lora_r, tuple(setup.lora_targets))
+    base, adapter = _parameters(config, lora)
+    n_params = sum(p.numel for p in base)
+    base_weights = _weight_bytes(base, setup)
     if setup.method == "full":
-        trainable = list(model.parameters())
+        trainable = base
         param_bytes = 2 if setup.precision == "bf16" else 4
     else:
-        lora = LoraConfig(
-            r=setup.lora_r, lora_alpha=2 * setup.lora_r, target_modules=list(setup.lora_targets)
-        )
-        with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5
-            warnings.simplefilter("ignore", FutureWarning)
-            trainable = [p for p in get_peft_model(model, lora).parameters() if p.requires_grad]
+        trainable = adapter
         param_bytes = 4  # PEFT keeps adapter weights in fp32
-    n_trainable = sum(p.numel() for p in trainable)
+    n_trainable = sum(p.numel for p in trainable)
     notes: list[str] = []
 
     if setup.zero_stage == 0:

@@ -40,7 +40,8 @@ def headline(nb: nbformat.NotebookNode) -> str:
 
 class PeakMemory:
     """Peak memory of this process's children (the kernel and what it launches), as PSS: pages
-    shared between processes (DataLoader workers, memory-mapped datasets) count once."""
+    shared between processes (DataLoader workers, memory-mapped datasets) count once. Sampled
+    once a second: reading PSS of a large process costs CPU the notebook would otherwise use."""
 
     def __init__(self):
         self.peak = 0
@@ -48,7 +49,7 @@ class PeakMemory:
 
     def _run(self):
         me = psutil.Process()
-        while not self._stop.wait(0.2):
+        while not self._stop.wait(1.0):
             total = 0
             for child in me.children(recursive=True):
                 try:
