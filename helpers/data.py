@@ -57,7 +57,9 @@ def _from_hub(src, split_name: str, n: int | None) -> datasets.Dataset:
         return datasets.load_dataset(src.hub_id, src.config, split=split_name)
     stream = datasets.load_dataset(src.hub_id, src.config, split=split_name, streaming=True)
     rows = list(stream.take(n))
-    print(f"streamed the first {len(rows):,} rows of {src.hub_id} [{split_name}]; nothing else downloaded")
+    print(
+        f"streamed the first {len(rows):,} rows of {src.hub_id} [{split_name}] instead of downloading the set"
+    )
     return datasets.Dataset.from_list(rows, features=stream.features)
 
 
