@@ -18,7 +18,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 TINY_PARTS := data tokenizer tiny-base tiny-chat tiny-vlm tiny-teacher
 
-.PHONY: install tiny tiny-from-scratch lab test lint run guide bench e2e colab-check test-min robustness rehearse publish clean
+.PHONY: install tiny tiny-from-scratch lab test lint run guide bench e2e colab-check test-min robustness rehearse launches publish clean
 
 install: $(STAMP)
 
@@ -68,6 +68,10 @@ guide: run
 # `make tiny-from-scratch` plus `make run`: about 20 minutes to 2 hours on 2 cores, by machine.
 robustness: install
 	$(PY) scripts/robustness.py $(ARGS)
+
+# Notebook 06's launches, 20 of each strategy on two CPU processes: how often one fails, and why.
+launches: tiny
+	$(OFFLINE) $(PY) scripts/launch_loop.py $(ARGS)
 
 # Notebook 07's throughput benchmark, to compare machines.
 bench: tiny

@@ -4,12 +4,12 @@
     train = load_split(profile, "chat", "train", n=profile.sizes.n_train)
     check_conversations(train)   # ValueError naming the first bad row, before work is lost
 
-Used by notebooks 00-05.
+Used by notebooks 00-05 and 09.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import datasets
@@ -114,3 +114,14 @@ def task_set(n: int = 200) -> list[dict]:
     from helpers.tiny import world
 
     return world.instruction_rows(n_train=200, n_test=n)["test"]
+
+
+def reward_prompts(n: int, skills: Sequence[str]) -> list[dict]:
+    """Prompts whose answers a program can check (`prompt`, `answer`, `skill`), for GRPO.
+
+    Drawn like the tiny world's questions, none of them one of task_set()'s held-out questions,
+    so a score on task_set() after reinforcement learning is still a held-out score."""
+    from helpers.tiny import world
+
+    held_out = {r["messages"][-2]["content"] for r in task_set(1000)}
+    return world.reward_rows(n, skills, exclude=held_out)

@@ -486,3 +486,69 @@ def check_08_moe(answer: tuple[float, float] | None) -> Checked:
         "(billions stored, billions used per token)",
         rel=0.01,
     )
+
+
+# --- 09 reward models and GRPO ----------------------------------------------------------------------
+
+# One question sampled n = 10 times, 3 of the samples right.
+PASS_SAMPLES = {"n": 10, "correct": 3}
+# The rewards of one GRPO group: 8 completions of one prompt, 2 of them right.
+GROUP_REWARDS = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def check_09_pass_at_k(answer: tuple[float, float] | None) -> Checked:
+    n, c = PASS_SAMPLES["n"], PASS_SAMPLES["correct"]
+    expected = tuple(1 - math.comb(n - c, k) / math.comb(n, k) for k in (1, 5))
+    return _check(
+        "09.1",
+        answer,
+        expected,
+        "pass@k = 1 - C(n - c, k) / C(n, k): one minus the chance that k samples drawn from the n "
+        "are all wrong.",
+        "a tuple (pass@1, pass@5)",
+        rel=1e-3,
+    )
+
+
+def check_09_advantages(answer: Sequence[float] | None) -> Checked:
+    rewards = torch.tensor(GROUP_REWARDS)
+    expected = ((rewards - rewards.mean()) / (rewards.std() + 1e-4)).tolist()  # TRL: Bessel's std
+    return _check(
+        "09.2",
+        None if answer is None else list(answer),
+        expected,
+        "advantage = (reward - group mean) / (group standard deviation + 1e-4), the standard "
+        "deviation with n - 1 in the denominator, as torch.std computes it.",
+        "a list of 8 floats, one per completion",
+        rel=1e-3,
+    )
+
+
+def _zero_std_share(trainer: Any) -> float:
+    shares = [h["frac_reward_zero_std"] for h in trainer.state.log_history if "frac_reward_zero_std" in h]
+    if not shares:
+        raise ValueError("this trainer logged no frac_reward_zero_std: train it first (logging_steps >= 1)")
+    return sum(shares) / len(shares)
+
+
+def check_09_generations(run: Any, reference: Any) -> Checked:
+    """`run`: the learner's GRPOTrainer with fewer generations; `reference`: one as the lesson's."""
+    if run is None:
+        return _not_answered("09.3", "a trained GRPOTrainer with fewer generations per prompt")
+    g, g_ref = run.args.num_generations, reference.args.num_generations
+    if g >= g_ref:
+        return _report("09.3", False, f"set num_generations below the lesson's {g_ref}.", f"Yours: {g}.")
+    share, share_ref = _zero_std_share(run), _zero_std_share(reference)
+    detail = (
+        f"Groups with no learning signal (all completions rewarded alike): {share:.0%} with "
+        f"{g} generations, {share_ref:.0%} with {g_ref}."
+    )
+    if share_ref == 1.0:  # the reward never varied in either run (an untrained model): nothing to compare
+        return _report("09.3", share == 1.0, "", detail + " Neither run had any signal to compare.")
+    return _report(
+        "09.3",
+        share > share_ref,
+        "with fewer completions per prompt, all of them are more often equally right or wrong, so "
+        "their advantages are all 0 and the prompt teaches nothing.",
+        detail,
+    )

@@ -1,6 +1,7 @@
-"""Batched greedy replies from a chat model, for before/after comparisons.
+"""Batched greedy and sampled replies from a chat model, for before/after comparisons.
 
-Used by notebooks 00, 02, 04, 05 and by helpers.tiny.build to measure the SFT gain.
+Used by notebooks 00, 02, 04, 05, 09 and by helpers.tiny.build to measure the SFT gain; notebook 09
+also samples several replies per question (pass@k).
 """
 
 from __future__ import annotations
@@ -58,3 +59,53 @@ def generate_replies(
         tokenizer.padding_side = side
         model.train(was_training)
     return replies
+
+
+@torch.no_grad()
+def sample_replies(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    k: int,
+    temperature: float = 1.0,
+    max_new_tokens: int = 24,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> list[list[str]]:
+    """k replies to each conversation, sampled at `temperature` from the full distribution (no top-k
+    or top-p cut, as GRPO samples by default). Seeds torch's generator, so a rerun draws the same."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    side, was_training = tokenizer.padding_side, model.training
+    tokenizer.padding_side = "left"
+    model.eval()
+    torch.manual_seed(seed)
+    samples: list[list[str]] = []
+    try:
+        for start in range(0, len(conversations), batch_size):
+            batch = tokenizer.apply_chat_template(
+                list(conversations[start : start + batch_size]),
+                add_generation_prompt=True,
+                padding=True,
+                return_tensors="pt",
+                return_dict=True,
+            ).to(model.device)
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                temperature=temperature,
+                top_k=0,
+                top_p=1.0,
+                num_return_sequences=k,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=_stop_ids(model, tokenizer),
+            )
+            texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            samples += [[t.strip() for t in texts[i : i + k]] for i in range(0, len(texts), k)]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return samples

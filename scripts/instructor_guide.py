@@ -66,6 +66,10 @@ ADVICE = {
         "nothing: it runs in seconds.",
         "the MoE router plot.",
     ),
+    "09_rl_grpo.ipynb": (
+        "nothing beyond `make tiny`: it trains its own reward model and DPO model in the run.",
+        "section 8's chain (a DPO and a GRPO run); keep section 7, the reward-hacking curve.",
+    ),
 }
 
 

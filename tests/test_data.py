@@ -87,3 +87,41 @@ def test_parallel_sentences_cover_four_languages():
         )
     assert any("\u0e00" <= ch <= "\u0e7f" for ch in rows[0]["th"])  # Thai script
     assert any("\u0600" <= ch <= "\u06ff" for ch in rows[0]["fa"])  # Arabic script (Persian)
+
+
+def test_reward_prompts_are_checkable_and_never_a_held_out_question():
+    from helpers.data import reward_prompts, task_set
+
+    rows = reward_prompts(300, ["parity", "parity", "after"])
+    held_out = {r["messages"][-2]["content"] for r in task_set(1000)}
+    assert len(rows) == 300 and not {r["prompt"][-1]["content"] for r in rows} & held_out
+    assert [r["skill"] for r in rows[:6]] == ["parity", "parity", "after"] * 2  # the mix asked for
+    parity = [r for r in rows if r["skill"] == "parity"]
+    assert all(
+        r["answer"] == ("even" if int(r["prompt"][0]["content"].split()[1]) % 2 == 0 else "odd")
+        for r in parity
+    )
+    assert len({r["prompt"][0]["content"] for r in rows}) == 300  # no question twice
+    with pytest.raises(ValueError, match="unknown skills"):
+        reward_prompts(10, ["parity", "spelling"])
+
+
+def test_sampled_replies_vary_are_seeded_and_greedy_is_their_mode(tiny_profile):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from helpers.data import task_set
+    from helpers.generation import generate_replies, sample_replies
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_profile.models["chat"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_profile.models["chat"], dtype=torch.float32)
+    questions = [r["messages"][:-1] for r in task_set(16) if r["skill"] in ("first", "parity")]
+    samples = sample_replies(model, tokenizer, questions, k=8, max_new_tokens=8, seed=3)
+    assert len(samples) == len(questions) and all(len(s) == 8 for s in samples)
+    assert any(len(set(s)) > 1 for s in samples)  # sampling at temperature 1 disagrees with itself
+    assert samples == sample_replies(model, tokenizer, questions, k=8, max_new_tokens=8, seed=3)
+    near_greedy = sample_replies(model, tokenizer, questions, k=4, max_new_tokens=8, temperature=1e-4)
+    greedy = generate_replies(model, tokenizer, questions, max_new_tokens=8)
+    assert all(set(s) == {g} for s, g in zip(near_greedy, greedy))
+    with pytest.raises(ValueError, match="k must be"):
+        sample_replies(model, tokenizer, questions, k=0)

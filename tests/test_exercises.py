@@ -49,6 +49,8 @@ WRONG = {
     "07.2": lambda p: ex.check_07_adam8bit(3.4),
     "08.1": lambda p: ex.check_08_kv_cache(14.0),  # as if multi-head attention
     "08.2": lambda p: ex.check_08_moe((46.7, 46.7)),
+    "09.1": lambda p: ex.check_09_pass_at_k((0.3, 1 - 0.7**5)),  # samples drawn with replacement
+    "09.2": lambda p: ex.check_09_advantages([(r - 0.25) / 0.433 for r in ex.GROUP_REWARDS]),  # n, not n - 1
 }
 
 
@@ -103,3 +105,23 @@ def test_every_lesson_ends_with_exercises_its_solutions_assert(lesson):
         assert re.search(rf"^assert {check}\(", source, re.MULTILINE), (
             f"{solutions.name} does not assert {check}"
         )
+
+
+def _grpo_run(generations: int, zero_std_shares: list[float]):
+    """What check_09_generations reads from a GRPOTrainer: its config and its logged steps."""
+    from types import SimpleNamespace
+
+    logs = [{"step": i, "frac_reward_zero_std": s} for i, s in enumerate(zero_std_shares)]
+    return SimpleNamespace(
+        args=SimpleNamespace(num_generations=generations), state=SimpleNamespace(log_history=logs)
+    )
+
+
+def test_generations_check_wants_fewer_generations_and_more_groups_without_signal():
+    reference = _grpo_run(8, [0.4, 0.5])
+    assert ex.check_09_generations(_grpo_run(2, [0.8, 0.9]), reference)
+    assert not ex.check_09_generations(_grpo_run(8, [0.8, 0.9]), reference)  # nothing changed
+    assert not ex.check_09_generations(_grpo_run(2, [0.3, 0.4]), reference)  # the effect is the other way
+    assert "not answered" in repr(ex.check_09_generations(None, reference))
+    with pytest.raises(ValueError, match="train it first"):
+        ex.check_09_generations(_grpo_run(2, []), reference)

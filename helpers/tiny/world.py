@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 LETTERS = string.ascii_lowercase
@@ -251,6 +251,27 @@ def instruction_rows(n_train: int, n_test: int, seed: int = 1) -> dict[str, list
         train_rows.append({"messages": messages, "skill": task.skill})
     test_rows = [{"messages": task_to_messages(t, rng, system_rate=0.0), "skill": t.skill} for t in test]
     return {"train": add_defects(train_rows, rng), "test": test_rows}
+
+
+def reward_rows(n: int, skills: Sequence[str], exclude: set[str], seed: int = 7) -> list[dict]:
+    """Questions a program can check, for reinforcement learning: `prompt` (a conversation),
+    `answer` and `skill`, round-robin over `skills`, none of them a question in `exclude`."""
+    unknown = set(skills) - set(SKILLS)
+    if unknown or not skills:
+        raise ValueError(f"unknown skills {sorted(unknown) or '(none given)'}; choose from {list(SKILLS)}")
+    rng, seen, rows = random.Random(seed), set(exclude), []
+    while len(rows) < n:
+        task = SKILLS[skills[len(rows) % len(skills)]](rng)
+        if task.question not in seen:
+            seen.add(task.question)
+            rows.append(
+                {
+                    "prompt": [{"role": "user", "content": task.question}],
+                    "answer": task.answer,
+                    "skill": task.skill,
+                }
+            )
+    return rows
 
 
 # Foreign-script questions (Thai, Persian), as scraped chat sets contain.
