@@ -524,11 +524,11 @@ def check_09_advantages(answer: Sequence[float] | None) -> Checked:
     )
 
 
-def _zero_std_share(trainer: Any) -> float:
+def _zero_std_shares(trainer: Any) -> list[float]:
     shares = [h["frac_reward_zero_std"] for h in trainer.state.log_history if "frac_reward_zero_std" in h]
     if not shares:
         raise ValueError("this trainer logged no frac_reward_zero_std: train it first (logging_steps >= 1)")
-    return sum(shares) / len(shares)
+    return shares
 
 
 def check_09_generations(run: Any, reference: Any) -> Checked:
@@ -538,10 +538,13 @@ def check_09_generations(run: Any, reference: Any) -> Checked:
     g, g_ref = run.args.num_generations, reference.args.num_generations
     if g >= g_ref:
         return _report("09.3", False, f"set num_generations below the lesson's {g_ref}.", f"Yours: {g}.")
-    share, share_ref = _zero_std_share(run), _zero_std_share(reference)
+    # Over the same steps of both: later in a run more groups are all right, so all alike too.
+    shares = _zero_std_shares(run)
+    shares_ref = _zero_std_shares(reference)[: len(shares)]
+    share, share_ref = sum(shares) / len(shares), sum(shares_ref) / len(shares_ref)
     detail = (
-        f"Groups with no learning signal (all completions rewarded alike): {share:.0%} with "
-        f"{g} generations, {share_ref:.0%} with {g_ref}."
+        f"Groups with no learning signal (all completions rewarded alike), over the first "
+        f"{len(shares_ref)} logged steps: {share:.0%} with {g} generations, {share_ref:.0%} with {g_ref}."
     )
     if share_ref == 1.0:  # the reward never varied in either run (an untrained model): nothing to compare
         return _report("09.3", share == 1.0, "", detail + " Neither run had any signal to compare.")
