@@ -221,7 +221,10 @@ def main() -> int:
         "--worlds", nargs="+", default=DEFAULT_WORLDS, help="e.g. seed=1 seed=0,kernels=default"
     )
     parser.add_argument(
-        "--notebooks", nargs="+", default=[f"{i:02d}" for i in range(9)], help="lesson numbers"
+        "--notebooks",
+        nargs="+",
+        default=sorted(p.name[:2] for p in ROOT.glob("notebooks/[0-9][0-9]_*.ipynb")),
+        help="lesson numbers",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "robustness")
     parser.add_argument(
