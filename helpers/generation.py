@@ -21,14 +21,15 @@ def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> lis
 
 
 @torch.no_grad()
-def generate_replies(
+def _replies(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     conversations: Sequence[Conversation],
-    max_new_tokens: int = 48,
-    batch_size: int = 64,
+    batch_size: int,
+    **generate_kwargs,
 ) -> list[str]:
-    """The assistant's next reply to each conversation, decoded greedily (reproducible)."""
+    """Decoded new text of model.generate over batches of conversations, num_return_sequences per
+    conversation in a row; the tokenizer's padding side and the model's mode are restored."""
     if tokenizer.pad_token is None:  # some hub tokenizers ship without one; batching needs it
         tokenizer.pad_token = tokenizer.eos_token
     side = tokenizer.padding_side
@@ -47,11 +48,10 @@ def generate_replies(
             ).to(model.device)
             out = model.generate(
                 **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
                 # Stop at the tokenizer's end of turn too: a base model's config may name another.
                 eos_token_id=_stop_ids(model, tokenizer),
+                **generate_kwargs,
             )
             new_tokens = out[:, batch["input_ids"].shape[1] :]
             replies += [r.strip() for r in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
@@ -61,7 +61,19 @@ def generate_replies(
     return replies
 
 
-@torch.no_grad()
+def generate_replies(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    max_new_tokens: int = 48,
+    batch_size: int = 64,
+) -> list[str]:
+    """The assistant's next reply to each conversation, decoded greedily (reproducible)."""
+    return _replies(
+        model, tokenizer, conversations, batch_size, max_new_tokens=max_new_tokens, do_sample=False
+    )
+
+
 def sample_replies(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -76,36 +88,17 @@ def sample_replies(
     or top-p cut, as GRPO samples by default). Seeds torch's generator, so a rerun draws the same."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    side, was_training = tokenizer.padding_side, model.training
-    tokenizer.padding_side = "left"
-    model.eval()
     torch.manual_seed(seed)
-    samples: list[list[str]] = []
-    try:
-        for start in range(0, len(conversations), batch_size):
-            batch = tokenizer.apply_chat_template(
-                list(conversations[start : start + batch_size]),
-                add_generation_prompt=True,
-                padding=True,
-                return_tensors="pt",
-                return_dict=True,
-            ).to(model.device)
-            out = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=True,
-                temperature=temperature,
-                top_k=0,
-                top_p=1.0,
-                num_return_sequences=k,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=_stop_ids(model, tokenizer),
-            )
-            texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-            samples += [[t.strip() for t in texts[i : i + k]] for i in range(0, len(texts), k)]
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return samples
+    flat = _replies(
+        model,
+        tokenizer,
+        conversations,
+        batch_size,
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        num_return_sequences=k,
+    )
+    return [flat[i : i + k] for i in range(0, len(flat), k)]
