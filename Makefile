@@ -46,8 +46,11 @@ tiny-from-scratch: install
 lab: tiny
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
+# Unit tests and notebooks run in two lanes at once on 2 cores (scripts/run_tests.py says why and in
+# which order); LANES=1 runs them one after another.
+LANES ?= 2
 test: tiny
-	$(OFFLINE) COURSE_PROFILE=tiny $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=1800 -p no:cacheprovider --durations=30
+	$(OFFLINE) COURSE_PROFILE=tiny $(PY) scripts/run_tests.py --lanes $(LANES)
 
 LINTED := helpers tests scripts notebooks
 lint: install
@@ -98,8 +101,8 @@ test-min: tiny
 	$(MIN_VENV)/bin/python -m pip install --quiet -e ".[dev]" -c build/min-constraints.txt
 	$(MIN_VENV)/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(MIN_VENV)/bin/python -m pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|accelerate|datasets|bitsandbytes) "
-	$(OFFLINE) COURSE_PROFILE=tiny COURSE_CACHE=$(CURDIR)/.course_cache $(MIN_VENV)/bin/python -m pytest tests notebooks/00_setup.ipynb \
-	  notebooks/01_token_lengths.ipynb notebooks/solutions --nbmake --nbmake-timeout=1800 -p no:cacheprovider
+	$(OFFLINE) COURSE_PROFILE=tiny COURSE_CACHE=$(CURDIR)/.course_cache $(PY) scripts/run_tests.py --lanes $(LANES) \
+	  --python $(MIN_VENV)/bin/python tests notebooks/00_setup.ipynb notebooks/01_token_lengths.ipynb notebooks/solutions
 
 # The GPU profiles' code path on this CPU: stand-ins of the hub models (published configs, random
 # weights, two layers) and hub-shaped fixtures, built once; see helpers/rehearsal.py.

@@ -1,0 +1,207 @@
+"""`make test`: the unit tests and every notebook on the tiny profile, in parallel lanes.
+
+    python scripts/run_tests.py                    # what `make test` runs: one lane per core, at most 2
+    python scripts/run_tests.py --lanes 1          # one group after another
+    python scripts/run_tests.py tests notebooks/solutions        # only these (make test-min)
+    python scripts/run_tests.py --python .venv-min/bin/python    # another environment's pytest
+    python scripts/run_tests.py notebooks/02_lora_sft.ipynb -- -x   # flags after -- go to pytest
+
+A tiny model's training step is mostly Python, which runs on one core, so on a 2-core machine two
+pytest processes with one torch thread each finish sooner than one process with two threads. Each
+group below is one pytest run; a free lane takes the ready group with the longest chain of work
+behind it. Lessons that read what another wrote wait for it: notebook 01's data card (read by 02, 05
+and 07), 02's merged model (04), 09's runs (its solutions). A group's output is printed whole when it
+ends (a failure in full, a pass as pytest's last line), so two lanes never interleave, and a table
+of every group's lane and seconds closes the run. Exit status 1 when any group fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NB = "notebooks"
+SOL = "notebooks/solutions"
+
+
+@dataclass(frozen=True)
+class Group:
+    paths: tuple[str, ...]  # what one pytest run collects
+    minutes: float  # its time alone on 2 cores (make run's table): only orders the queue
+    after: tuple[str, ...] = ()  # paths whose groups must finish first
+
+    @property
+    def name(self) -> str:
+        return Path(self.paths[0]).stem if len(self.paths) == 1 else Path(self.paths[0]).parent.name
+
+
+GROUPS = [
+    Group(("tests",), 2.5),
+    Group((f"{NB}/00_setup.ipynb",), 0.4),
+    Group((f"{NB}/01_token_lengths.ipynb",), 0.3),
+    Group((f"{NB}/02_lora_sft.ipynb",), 5.8, after=(f"{NB}/01_token_lengths.ipynb",)),
+    Group((f"{NB}/03_vlm_chartqa.ipynb",), 5.9),
+    Group((f"{NB}/04_dpo.ipynb",), 4.7, after=(f"{NB}/02_lora_sft.ipynb",)),
+    Group((f"{NB}/05_distillation.ipynb",), 7.6, after=(f"{NB}/01_token_lengths.ipynb",)),
+    Group((f"{NB}/06_multi_gpu.ipynb",), 4.6),
+    Group((f"{NB}/07_gpu_tuning.ipynb",), 6.6, after=(f"{NB}/01_token_lengths.ipynb",)),
+    Group((f"{NB}/08_efficient_architectures.ipynb",), 0.6),
+    Group((f"{NB}/09_rl_grpo.ipynb",), 6.6),
+    Group((f"{SOL}/09_rl_grpo_solutions.ipynb",), 0.5, after=(f"{NB}/09_rl_grpo.ipynb",)),
+    Group(
+        tuple(f"{SOL}/{n:02d}_{s}_solutions.ipynb" for n, s in enumerate(
+            ["setup", "token_lengths", "lora_sft", "vlm_chartqa", "dpo", "distillation", "multi_gpu",
+             "gpu_tuning", "efficient_architectures"]
+        )),
+        3.0,
+    ),
+]  # fmt: skip
+
+
+def selected(groups: list[Group], wanted: list[str]) -> list[Group]:
+    """The groups under any of `wanted` (paths or folders), each cut to the paths asked for."""
+    if not wanted:
+        return groups
+    norm = [str(Path(w)).rstrip("/") for w in wanted]
+    out = []
+    for g in groups:
+        paths = tuple(p for p in g.paths if any(p == w or p.startswith(w + "/") for w in norm))
+        if paths:
+            out.append(Group(paths, g.minutes, g.after))
+    return out
+
+
+def priorities(groups: list[Group]) -> dict[str, float]:
+    """Each group's minutes plus the longest chain of groups waiting on it: who goes first."""
+    owner = {p: g.name for g in groups for p in g.paths}
+    children: dict[str, list[Group]] = {g.name: [] for g in groups}
+    for g in groups:
+        for dep in g.after:
+            if dep in owner:
+                children[owner[dep]].append(g)
+    memo: dict[str, float] = {}
+
+    def chain(g: Group) -> float:
+        if g.name not in memo:
+            memo[g.name] = g.minutes + max((chain(c) for c in children[g.name]), default=0.0)
+        return memo[g.name]
+
+    return {g.name: chain(g) for g in groups}
+
+
+class Scheduler:
+    """Hands the ready group with the longest chain to whichever lane asks."""
+
+    def __init__(self, groups: list[Group]):
+        self.todo = sorted(groups, key=lambda g: -priorities(groups)[g.name])
+        known = {p for g in groups for p in g.paths}
+        self.pending = {p for g in groups for p in g.paths}
+        self.waits = {g.name: [d for d in g.after if d in known] for g in groups}
+        self.cond = threading.Condition()
+
+    def take(self) -> Group | None:
+        with self.cond:
+            while self.todo:
+                ready = [g for g in self.todo if not any(d in self.pending for d in self.waits[g.name])]
+                if ready:
+                    self.todo.remove(ready[0])
+                    return ready[0]
+                self.cond.wait()
+            return None
+
+    def done(self, group: Group) -> None:
+        with self.cond:
+            self.pending -= set(group.paths)
+            self.cond.notify_all()
+
+
+def run_lanes(groups: list[Group], lanes: int, python: str, extra: list[str]) -> list[dict]:
+    cores = os.cpu_count() or 1
+    env = dict(os.environ)
+    # One torch thread per core: two lanes of two threads each would fight over two cores.
+    threads = str(max(1, cores // lanes))
+    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    scheduler, rows, lock, procs = Scheduler(groups), [], threading.Lock(), set()
+    start = time.perf_counter()
+
+    def lane(number: int) -> None:
+        while (group := scheduler.take()) is not None:
+            cmd = [python, "-m", "pytest", *group.paths, "-p", "no:cacheprovider", *extra]
+            if any(p.endswith(".ipynb") for p in group.paths):
+                cmd += ["--nbmake", "--nbmake-timeout=1800"]
+            else:
+                cmd += ["--durations=15"]
+            at = time.perf_counter() - start
+            with lock:
+                print(f"[lane {number}] {at:6.0f} s  start  {group.name}", flush=True)
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                start_new_session=True,
+            )  # fmt: skip
+            procs.add(proc)
+            output, _ = proc.communicate()
+            procs.discard(proc)
+            seconds = time.perf_counter() - start - at
+            ok = proc.returncode == 0
+            lines = output.rstrip().splitlines()
+            with lock:
+                print(f"[lane {number}] {at + seconds:6.0f} s  {'passed' if ok else 'FAILED'} {group.name} "
+                      f"in {seconds:.0f} s: {lines[-1] if lines else ''}", flush=True)  # fmt: skip
+                if not ok or "--durations=15" in cmd:
+                    print(output, flush=True)
+                rows.append({"group": group.name, "lane": number, "seconds": seconds, "ok": ok})
+            scheduler.done(group)
+
+    workers = [threading.Thread(target=lane, args=(n + 1,), daemon=True) for n in range(lanes)]
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            while w.is_alive():
+                w.join(0.5)
+    except KeyboardInterrupt:
+        for proc in list(procs):
+            os.killpg(proc.pid, signal.SIGTERM)
+        raise
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="*", help="run only the groups under these (default: all)")
+    parser.add_argument("--lanes", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--python", default=sys.executable, help="whose pytest and kernel run the tests")
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, extra = parser.parse_args(argv[:cut]), argv[cut + 1 :]  # after --: flags for pytest
+    groups = selected(GROUPS, args.paths)
+    if not groups:
+        print(f"nothing to run under {args.paths}")
+        return 1
+    start = time.perf_counter()
+    threads = max(1, (os.cpu_count() or 1) // args.lanes)
+    print(f"{len(groups)} groups in {args.lanes} lane(s), {threads} torch thread(s) each", flush=True)
+    rows = run_lanes(groups, args.lanes, args.python, extra)
+    wall = time.perf_counter() - start
+    print("\n| group | lane | seconds | result |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['group']} | {r['lane']} | {r['seconds']:.0f} | {'passed' if r['ok'] else 'FAILED'} |")
+    busy = sum(r["seconds"] for r in rows)
+    failed = [r["group"] for r in rows if not r["ok"]]
+    print(
+        f"\nmake test: {wall:.0f} s wall, {busy:.0f} s of group time in {args.lanes} lane(s); "
+        + (f"FAILED: {', '.join(failed)}" if failed else "all passed")
+    )
+    return 1 if failed or len(rows) < len(groups) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
