@@ -164,7 +164,13 @@ def choose_profile(hw: Hardware, requested: str | None = None) -> Profile:
 
 
 def get_profile(build_tiny: bool = True) -> Profile:
-    """Detect the hardware, honour COURSE_PROFILE, and on `tiny` build the tiny world if missing."""
+    """Detect the hardware, honour COURSE_PROFILE, and on `tiny` build the tiny world if missing.
+
+    Also mutes progress bars and library chatter for the lesson (helpers.quiet; COURSE_VERBOSE=1 keeps them).
+    """
+    from helpers.quiet import quiet
+
+    quiet()
     profile = choose_profile(detect_hardware(), os.environ.get("COURSE_PROFILE"))
     if profile.name == "tiny" and build_tiny:
         from helpers.tiny.build import ensure_built
@@ -188,7 +194,7 @@ PACKAGES = {
 
 @dataclass(frozen=True)
 class TrainingPreset:
-    """Starting settings for a kind of machine (workshop notes); notebook 07 measures them."""
+    """Starting settings for a kind of machine; notebook 07 measures them."""
 
     batch_size: int
     grad_accum: int

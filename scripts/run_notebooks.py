@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 import psutil
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in tracebacks
 
@@ -92,6 +92,8 @@ def run_one(path: Path, out_dir: Path, keep_going: bool = False) -> dict:
                 status = "FAILED: " + ANSI.sub("", error.splitlines()[0])[:80]
         except CellExecutionError as err:
             status = "FAILED: " + ANSI.sub("", str(err).strip().splitlines()[-1])[:80]
+        except (CellTimeoutError, DeadKernelError) as err:  # a row in the table, not a crash of the run
+            status = f"FAILED: {type(err).__name__}: {str(err).strip()[:70]}"
     seconds = time.perf_counter() - start
     nbformat.write(nb, out_dir / path.name)
     print(f"{path.name:<32} {seconds:7.1f} s {memory.peak / 1e6:7.0f} MB  {status}", flush=True)

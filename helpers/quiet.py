@@ -1,0 +1,76 @@
+"""Quiet lessons: each cell ends on its result, not on progress bars, banners and repeated warnings.
+
+`get_profile()` calls `quiet()` at the top of every lesson. Set `COURSE_VERBOSE=1` before starting
+Jupyter (or before the first cell) to see everything the libraries print, for instance to debug a
+run that misbehaves. Errors always show: only progress bars, information and warnings are muted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+VERBOSE_ENV = "COURSE_VERBOSE"
+
+# Warnings that say nothing a learner can act on.
+_NOISE = (
+    ".*is deprecated and will be removed in v6",  # TRL and PEFT still set old argument names
+    ".*torch.utils.checkpoint: the use_reentrant parameter",
+)
+
+
+class _ErrorsOnly(logging.Filter):
+    """Kept on a logger that resets its own level on import (DeepSpeed's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+def _silent_trainer_log() -> None:
+    """Trainer prints a dict per logging step when its bar is off; lessons plot log_history instead."""
+    import transformers.trainer as hf_trainer
+    from transformers import PrinterCallback
+
+    class SilentPrinter(PrinterCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass  # the history stays in trainer.state.log_history
+
+    if hf_trainer.PrinterCallback is PrinterCallback:
+        hf_trainer.PrinterCallback = SilentPrinter
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def quiet() -> bool:
+    """Mute progress bars, library banners and known-harmless warnings; False when COURSE_VERBOSE is set.
+
+    Trainer follows the same switch: with transformers' verbosity at "error", TrainingArguments
+    defaults to `disable_tqdm=True`, and the loss dicts Trainer would then print at every
+    `logging_steps` are dropped too; `trainer.state.log_history` keeps them for the lesson's plots.
+    """
+    if verbose():
+        return False
+    # Loggers first: bitsandbytes warns while it is imported, and transformers.trainer imports it.
+    for name in ("bitsandbytes", "accelerate", "peft", "trl", "torch.distributed.elastic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    deepspeed = logging.getLogger("DeepSpeed")  # "Setting accelerator to CPU" on every CPU import
+    if not any(isinstance(f, _ErrorsOnly) for f in deepspeed.filters):
+        deepspeed.addFilter(_ErrorsOnly())
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    _silent_trainer_log()
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.utils.logging.set_verbosity_error()
+    except ImportError:  # datasets is optional for a few helpers
+        pass
+    for message in _NOISE:
+        warnings.filterwarnings("ignore", message=message)
+    return True
