@@ -145,7 +145,7 @@ def main() -> int:
     sh(sys.executable, "-m", "venv", venv)
     sh(python, "-m", "pip", "install", "-q", "--upgrade", "pip", env=env)
     # What Colab has before the course: its own torch (here the CPU build) and a Jupyter kernel.
-    sh(python, "-m", "pip", "install", "-q", "torch==2.13.0", "ipykernel", "nbclient", "nbformat", env=env)
+    sh(python, "-m", "pip", "install", "-q", "torch==2.13.0", "ipykernel<7", "nbclient", "nbformat", env=env)
     sh(python, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3", env=env)
     (work / "run_notebook.py").write_text(RUNNER)
     timings["fresh venv"] = time.perf_counter() - start
