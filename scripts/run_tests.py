@@ -74,6 +74,7 @@ def selected(groups: list[Group], wanted: list[str]) -> list[Group]:
     out = []
     for g in groups:
         paths = tuple(p for p in g.paths if any(p == w or p.startswith(w + "/") for w in norm))
+        paths += tuple(w for w in norm for p in g.paths if w.startswith(p + "/"))  # a file inside a group
         if paths:
             out.append(Group(paths, g.minutes, g.after))
     return out
