@@ -13,10 +13,13 @@ import warnings
 
 VERBOSE_ENV = "COURSE_VERBOSE"
 
-# Warnings that say nothing a learner can act on.
+# Warnings that say nothing a learner can act on: the libraries' notices to each other of renamed
+# arguments (TRL and PEFT still pass old names to transformers), as (message, category).
 _NOISE = (
-    ".*is deprecated and will be removed in v6",  # TRL and PEFT still set old argument names
-    ".*torch.utils.checkpoint: the use_reentrant parameter",
+    (".*is deprecated and will be removed in v6", Warning),
+    (".*deprecated", FutureWarning),
+    (".*Both `past_key_values` and `cache` are set", FutureWarning),
+    (".*torch.utils.checkpoint: the use_reentrant parameter", Warning),
 )
 
 
@@ -71,6 +74,6 @@ def quiet() -> bool:
         datasets.utils.logging.set_verbosity_error()
     except ImportError:  # datasets is optional for a few helpers
         pass
-    for message in _NOISE:
-        warnings.filterwarnings("ignore", message=message)
+    for message, category in _NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
     return True

@@ -25,6 +25,7 @@ PROBE = textwrap.dedent(
         from helpers.quiet import quiet as again
         again()
         warnings.warn("`max_prompt_length` is deprecated and will be removed in v6", FutureWarning)
+        warnings.warn("`label_smoothing_factor` is deprecated in `SFTTrainer`", FutureWarning)
         warnings.warn("this one a learner should see", UserWarning)
     print("warnings:", [str(w.message) for w in caught])
     print("bars:", transformers.utils.logging.is_progress_bar_enabled())
@@ -51,7 +52,8 @@ def test_quiet_mutes_bars_chatter_and_known_warnings_but_not_errors():
     assert "quiet: True" in out
     assert "gemm_4bit_forward" not in out and "Setting accelerator" not in out and "Kwargs passed" not in out
     assert "a real DeepSpeed error" in out  # errors still show
-    assert "is deprecated and will be removed in v6" not in out.split("warnings:")[1].splitlines()[0]
+    caught = out.split("warnings:")[1].splitlines()[0]
+    assert "will be removed in v6" not in caught and "label_smoothing_factor" not in caught
     assert "this one a learner should see" in out
     assert "bars: False" in out
     assert "disable_tqdm: True" in out  # Trainer's bar follows transformers' verbosity
@@ -62,7 +64,7 @@ def test_course_verbose_keeps_everything():
     out = run_probe(verbose=True)
     assert "quiet: False" in out
     assert "gemm_4bit_forward" in out and "Setting accelerator to CPU" in out
-    assert "is deprecated and will be removed in v6" in out
+    assert "is deprecated and will be removed in v6" in out and "label_smoothing_factor" in out
     assert "bars: True" in out
     assert "disable_tqdm: False" in out
     assert "1.25" in out
