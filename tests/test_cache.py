@@ -41,6 +41,27 @@ def test_a_fresh_cache_gets_the_prebuilt_models_bit_for_bit(tmp_path, monkeypatc
     assert tb.missing_parts(["tiny-chat"]) == []
 
 
+def test_every_part_builds_from_scratch_at_a_small_budget(fresh_cache, monkeypatch):
+    """The from-scratch path CI would otherwise never take (the prebuilt world is copied): every
+    part trained here, at the real sizes but a few steps, saved, recorded and loadable."""
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(
+        tb, "SPECS", {part: replace(spec, pretrain_steps=6, sft_steps=3) for part, spec in tb.SPECS.items()}
+    )
+    tb.build(tb.PARTS, from_scratch=True)
+    assert tb.missing_parts(tb.PARTS) == []
+    manifest = tb.read_manifest()
+    for part in ("tokenizer", "tiny-base", "tiny-chat", "tiny-teacher"):
+        assert manifest["parts"][part]["source"] != "prebuilt", part
+    assert manifest["report"]["tiny-base"]["spec"]["pretrain_steps"] == 6
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_dir() / "tiny-teacher")
+    assert teacher.config.hidden_size == tb.TEACHER.hidden_size
+    assert sorted(p.name for p in (tiny_dir() / "tiny-chat").glob("*.safetensors")) == ["model.safetensors"]
+
+
 def test_a_prebuilt_part_that_does_not_fit_is_refused_and_says_why(tmp_path, monkeypatch):
     shipped = tmp_path / "tiny-world"
     shutil.copytree(tb.prebuilt_dir(), shipped)
