@@ -1,4 +1,5 @@
-"""Batched greedy and sampled replies from a chat model, for before/after comparisons.
+"""Batched greedy and sampled replies from a chat model, for before/after comparisons, and a base
+model's plain-text completions.
 
 Used by notebooks 00, 02, 04, 05, 09 and by helpers.tiny.build to measure the SFT gain; notebook 09
 also samples several replies per question (pass@k).
@@ -24,12 +25,14 @@ def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> lis
 def _replies(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    conversations: Sequence[Conversation],
+    conversations: Sequence[Conversation] | Sequence[str],
     batch_size: int,
+    skip_special_tokens: bool = True,
     **generate_kwargs,
 ) -> list[str]:
-    """Decoded new text of model.generate over batches of conversations, num_return_sequences per
-    conversation in a row; the tokenizer's padding side and the model's mode are restored."""
+    """Decoded new text of model.generate over batches of conversations (or plain-text prompts),
+    num_return_sequences per item in a row; the tokenizer's padding side and the model's mode are
+    restored."""
     if tokenizer.pad_token is None:  # some hub tokenizers ship without one; batching needs it
         tokenizer.pad_token = tokenizer.eos_token
     side = tokenizer.padding_side
@@ -39,13 +42,13 @@ def _replies(
     replies: list[str] = []
     try:
         for start in range(0, len(conversations), batch_size):
-            batch = tokenizer.apply_chat_template(
-                list(conversations[start : start + batch_size]),
-                add_generation_prompt=True,
-                padding=True,
-                return_tensors="pt",
-                return_dict=True,
-            ).to(model.device)
+            items = list(conversations[start : start + batch_size])
+            if isinstance(items[0], str):  # plain text, continued as it stands
+                batch = tokenizer(items, padding=True, return_tensors="pt").to(model.device)
+            else:
+                batch = tokenizer.apply_chat_template(
+                    items, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
+                ).to(model.device)
             out = model.generate(
                 **batch,
                 pad_token_id=tokenizer.pad_token_id,
@@ -54,7 +57,9 @@ def _replies(
                 **generate_kwargs,
             )
             new_tokens = out[:, batch["input_ids"].shape[1] :]
-            replies += [r.strip() for r in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+            replies += [
+                r.strip() for r in tokenizer.batch_decode(new_tokens, skip_special_tokens=skip_special_tokens)
+            ]
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
@@ -72,6 +77,33 @@ def generate_replies(
     return _replies(
         model, tokenizer, conversations, batch_size, max_new_tokens=max_new_tokens, do_sample=False
     )
+
+
+def complete_lines(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_new_tokens: int = 16,
+    batch_size: int = 64,
+) -> list[str]:
+    """The first line a model writes after each plain-text prompt, decoded greedily: how to ask a
+    base model in the format of its pretraining text (a question, a newline, the answer's line)."""
+    texts = _replies(
+        model,
+        tokenizer,
+        prompts,
+        batch_size,
+        skip_special_tokens=False,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+    )
+    # A line ends at a newline or at a special token (a base model may close its document and go on).
+    ends = ["\n", *(t for t in tokenizer.all_special_tokens if t != tokenizer.pad_token)]
+    lines = []
+    for text in texts:
+        cut = min([text.find(e) for e in ends if e in text], default=len(text))
+        lines.append(text[:cut].strip())
+    return lines
 
 
 def sample_replies(

@@ -32,6 +32,26 @@ def test_sft_raises_held_out_exact_match(paths):
     assert after >= before + 0.25, (before, after)
 
 
+def test_base_model_answers_in_its_own_format_what_the_chat_format_hides(paths):
+    """complete_lines asks as the pretraining text does: one line back per prompt, cut at a newline
+    or a special token, and on the skills the base model learnt it beats the chat format."""
+    import datasets
+
+    from helpers.generation import complete_lines
+    from helpers.metrics import exact_match
+
+    rows = datasets.load_from_disk(str(tiny_dir() / "data" / "chat"))["test"].select(range(80))
+    tok = AutoTokenizer.from_pretrained(paths["chat"])
+    base = AutoModelForCausalLM.from_pretrained(paths["base"])
+    prompts = [r["messages"][-2]["content"] + "\n" for r in rows]
+    lines = complete_lines(base, tok, prompts)
+    assert len(lines) == len(prompts) and lines == complete_lines(base, tok, prompts)  # greedy
+    assert not any("\n" in line or any(t in line for t in tok.all_special_tokens) for line in lines)
+    own = exact_match(lines, [r["messages"][-1]["content"] for r in rows])
+    in_chat = chat_scores(base, tok, rows)["all"]
+    assert own >= in_chat + 0.25, (own, in_chat)
+
+
 def test_tiny_vlm_answers_a_chart_question_through_its_processor(paths):
     import datasets
 
