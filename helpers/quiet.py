@@ -13,8 +13,9 @@ import warnings
 
 VERBOSE_ENV = "COURSE_VERBOSE"
 
-# Warnings that say nothing a learner can act on: the libraries' notices to each other of renamed
-# arguments (TRL and PEFT still pass old names to transformers), as (message, category).
+# Warnings that say nothing a learner can act on, as (message, category): notices of renamed or
+# retiring arguments (TRL and PEFT still pass old names to transformers; TRL retires some the
+# lessons use). They are for the course's maintainers: COURSE_VERBOSE=1 shows them.
 _NOISE = (
     (".*is deprecated and will be removed in v6", Warning),
     (".*deprecated", FutureWarning),
