@@ -15,6 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from helpers.training import token_batches
+
 
 class VocabularyMismatch(ValueError):
     """Teacher and student tokenizers disagree: their logits are over different token sets."""
@@ -80,16 +82,17 @@ def trained_positions(labels: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def teacher_topk(
-    model: PreTrainedModel, features: Sequence[dict], k: int, pad_id: int, batch_size: int = 32
+    model: PreTrainedModel, features: Sequence[dict], k: int, pad_id: int, max_tokens: int = 8192
 ) -> dict[str, torch.Tensor]:
-    """The teacher's k largest logits at every trained position, in row order.
+    """The teacher's k largest logits at every trained position, in row order, in batches of at
+    most `max_tokens` padded tokens (the logits of one batch are tokens x vocabulary).
 
     Returns `values` (n_positions, k) float16, `indices` (n_positions, k) int32 and `offsets`
     (n_rows + 1): row r owns positions offsets[r]:offsets[r+1]."""
     model.eval()
     values, indices, counts = [], [], []
-    for start in range(0, len(features), batch_size):
-        batch = pad_batch(features[start : start + batch_size], pad_id)
+    for rows in token_batches(features, [len(f["input_ids"]) for f in features], max_tokens):
+        batch = pad_batch(rows, pad_id)
         logits = model(
             input_ids=batch["input_ids"].to(model.device),
             attention_mask=batch["attention_mask"].to(model.device),

@@ -233,11 +233,10 @@ def check_02_lora_formula(lora_params: Callable | None) -> Checked:
 
 
 def check_03_image_tokens(answer: int | None, profile: Profile) -> Checked:
-    from transformers import AutoProcessor
-
     from helpers.data import load_split
+    from helpers.vlm import load_processor
 
-    processor = AutoProcessor.from_pretrained(profile.models["vlm"])
+    processor = load_processor(profile)  # the lesson's: image tiles capped as on its profile
     row = load_split(profile, "charts", "train", n=1)[0]
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row["query"]}]}]
     batch = processor.apply_chat_template(

@@ -12,14 +12,25 @@ from collections.abc import Sequence
 
 import torch
 
+from helpers.training import token_batches
+
 Messages = list[dict]
 
 
 @torch.no_grad()
 def completion_logps(
-    model, tokenizer, prompts: Sequence[Messages], completions: Sequence[Messages], batch_size: int = 32
+    model,
+    tokenizer,
+    prompts: Sequence[Messages],
+    completions: Sequence[Messages],
+    max_tokens: int = 4096,
+    max_length: int | None = None,
 ) -> torch.Tensor:
-    """Sum of log p(token) over each completion's tokens, given its prompt, in the chat template."""
+    """Sum of log p(token) over each completion's tokens, given its prompt, in the chat template.
+
+    Rows are batched up to `max_tokens` tokens (padding included) and cut after `max_length`, as
+    DPOTrainer cuts them: a hub preference set's long tail would otherwise put a batch of fp32
+    vocabulary-sized log-probabilities (tokens x 49,152 x 4 bytes) on the GPU at once."""
     was_training = model.training
     model.eval()
     rows = []
@@ -35,11 +46,10 @@ def completion_logps(
                 "The chat template renders the prompt differently once a completion follows it; "
                 "completion log-probabilities would be misaligned."
             )
-        rows.append((full, len(head)))
+        rows.append((full[:max_length], min(len(head), max_length or len(head))))
     out = []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
+    for chunk in token_batches(rows, [len(ids) for ids, _ in rows], max_tokens):
         width = max(len(ids) for ids, _ in chunk)
         ids = torch.full((len(chunk), width), pad)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -57,12 +67,14 @@ def completion_logps(
 
 
 def pair_logps(
-    model, tokenizer, rows: Sequence[dict], batch_size: int = 32
+    model, tokenizer, rows: Sequence[dict], max_tokens: int = 4096, max_length: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Completion log-probabilities of the chosen and the rejected answer of each pair."""
     prompts = [r["prompt"] for r in rows]
-    chosen = completion_logps(model, tokenizer, prompts, [r["chosen"] for r in rows], batch_size)
-    rejected = completion_logps(model, tokenizer, prompts, [r["rejected"] for r in rows], batch_size)
+    chosen = completion_logps(model, tokenizer, prompts, [r["chosen"] for r in rows], max_tokens, max_length)
+    rejected = completion_logps(
+        model, tokenizer, prompts, [r["rejected"] for r in rows], max_tokens, max_length
+    )
     return chosen, rejected
 
 

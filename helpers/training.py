@@ -3,16 +3,22 @@
 quant = quantization_config(profile, bits=4)     # BitsAndBytesConfig, compute dtype from the profile
 model = load_for_training(path, profile, bits=4) # guarded against the CPU 4-bit eval trap
 render_label_mask(tokenizer, ids, labels)        # which tokens carry loss, in colour
+token_batches(rows, lengths, max_tokens=4096)    # scoring batches that fit a GPU once padded
+model = trained_model(trainer)                   # after train(): the model as saved and reloaded
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedTokenizerBase
 
 from helpers.runtime import Profile
+
+T = TypeVar("T")
 
 
 def quantization_config(profile: Profile, bits: int = 4) -> BitsAndBytesConfig:
@@ -109,3 +115,28 @@ def ensure_training_template(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTo
         "This tokenizer's chat template has no {% generation %} markers, so assistant-only loss "
         "cannot find the answer tokens. Use trl.get_training_chat_template(tokenizer) or write one."
     )
+
+
+def token_batches(items: Sequence[T], lengths: Sequence[int], max_tokens: int) -> list[list[T]]:
+    """Consecutive items, as many per batch as fit `max_tokens` once padded to the longest (at
+    least one). Scoring a hub set's long tail in fixed batches of rows puts rows x longest x
+    vocabulary logits on the GPU at once; a token budget bounds that whatever the lengths."""
+    batches: list[list[T]] = []
+    width = 0
+    for item, length in zip(items, lengths, strict=True):
+        if batches and max(width, length) * (len(batches[-1]) + 1) <= max_tokens:
+            batches[-1].append(item)
+            width = max(width, length)
+        else:
+            batches.append([item])
+            width = length
+    return batches
+
+
+def trained_model(trainer) -> torch.nn.Module:
+    """The trainer's model in eval mode without accelerate's mixed-precision wrapper.
+
+    With fp16 or bf16 on, accelerate wraps the model's forward in autocast for training and
+    leaves it there: after `train()` the model still computes in half precision, while the same
+    weights saved and reloaded compute in float32 (logits differ by about 1e-3)."""
+    return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()

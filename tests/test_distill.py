@@ -66,7 +66,12 @@ def test_chat_features_train_only_the_answers(base):
 def test_topk_cache_round_trips_and_lines_up_with_each_batch(base, tmp_path):
     model, tokenizer = base
     features = chat_features(tokenizer, CHATS, max_length=256)
-    topk = teacher_topk(model, features, k=4, pad_id=tokenizer.pad_token_id, batch_size=2)
+    longest = max(len(f["input_ids"]) for f in features)
+    topk = teacher_topk(model, features, k=4, pad_id=tokenizer.pad_token_id, max_tokens=2 * longest)
+    one_by_one = teacher_topk(model, features, k=4, pad_id=tokenizer.pad_token_id, max_tokens=1)
+    assert torch.equal(topk["indices"], one_by_one["indices"]) and torch.equal(
+        topk["offsets"], one_by_one["offsets"]
+    )
     n_trained = sum(sum(lab != -100 for lab in f["labels"][1:]) for f in features)
     assert topk["values"].shape == (n_trained, 4) and topk["offsets"][-1] == n_trained
     assert torch.all(topk["values"][:, :-1] >= topk["values"][:, 1:])  # sorted, largest first

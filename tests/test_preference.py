@@ -39,11 +39,29 @@ def test_batched_logps_match_one_by_one(chat):
         [{"role": "assistant", "content": "42"}],
         [{"role": "assistant", "content": "even, clearly"}],
     ]
-    batched = completion_logps(model, tok, prompts, completions, batch_size=2)
+    batched = completion_logps(model, tok, prompts, completions)
+    alone = completion_logps(model, tok, prompts, completions, max_tokens=1)  # a batch per row
     for i in range(2):
-        assert batched[i].item() == pytest.approx(
-            one_by_one(model, tok, prompts[i], completions[i]), abs=1e-4
-        )
+        expected = one_by_one(model, tok, prompts[i], completions[i])
+        assert batched[i].item() == pytest.approx(expected, abs=1e-4)
+        assert alone[i].item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_rows_past_max_length_are_cut_like_dpo_cuts_them(chat):
+    model, tok = chat
+    prompt = [{"role": "user", "content": "What number comes after 41?"}]
+    answer = [{"role": "assistant", "content": "42 " * 20}]
+    head = len(
+        tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
+    whole = completion_logps(model, tok, [prompt], [answer])
+    cut = completion_logps(model, tok, [prompt], [answer], max_length=head + 3)
+    first_three = completion_logps(model, tok, [prompt], [answer], max_length=head + 3, max_tokens=head + 3)
+    assert cut.item() == pytest.approx(first_three.item(), abs=1e-5)
+    assert cut.item() > whole.item()  # fewer tokens, so a larger (less negative) sum
+    assert completion_logps(model, tok, [prompt], [answer], max_length=head - 1).item() == 0.0
 
 
 def test_the_chat_model_prefers_right_answers(chat):

@@ -106,6 +106,20 @@ def test_the_smolvlm_stand_in_tiles_chartqa_sized_images_as_published():
         assert (batch["input_ids"] == image_id).sum() == tiles * 64
 
 
+@pytest.mark.parametrize("name, tiles", [("colab", 1), ("full", 5)])
+def test_gpu_profiles_cap_a_charts_tiles(rehearsing, tmp_path, name, tiles):
+    """Uncapped, a ChartQA chart costs 13-17 tiles (above); the lessons load the processor capped."""
+    from helpers.vlm import image_tiles, load_processor
+
+    entry = rehearsal.published()["models"]["HuggingFaceTB/SmolVLM-256M-Instruct"]
+    spec = rehearsal.published()["tokenizers"][entry["tokenizer"]]
+    tokenizer = stand_ins.stand_in_tokenizer(spec, ["chart text"] * 50, vocab_size=400)
+    stand_ins.stand_in_processor(tokenizer, entry["processor"]).save_pretrained(tmp_path / "vlm")
+    processor = load_processor(choose_profile(CPU, name), model_id=str(tmp_path / "vlm"))
+    for size in [(800, 557), (310, 400)]:
+        assert image_tiles(processor, Image.new("RGB", size, "white")) == tiles  # a 2x2 grid + global view
+
+
 def test_fixtures_have_the_hub_sets_shape(tmp_path):
     stand_ins.build_data(tmp_path, log=lambda _: None)
     chat = datasets.load_from_disk(str(tmp_path / "chat"))["train"]
@@ -149,3 +163,5 @@ def test_every_rehearsed_notebook_exists_and_01_runs_before_02():
     names = list(script.REHEARSED)
     assert all((registry.course_root() / nb).exists() for nb in names)
     assert names.index("notebooks/01_token_lengths.ipynb") < names.index("notebooks/02_lora_sft.ipynb")
+    # What CI leaves out is rehearsed elsewhere: each entry names a notebook on a profile it runs on.
+    assert all(profile in script.REHEARSED[nb] for nb, profile in script.NOT_IN_CI)

@@ -7,7 +7,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from helpers.registry import models_for
 from helpers.runtime import Hardware, choose_profile
 from helpers.tiny.build import ensure_built
-from helpers.training import ensure_training_template, load_for_training, quantization_config
+from helpers.training import (
+    ensure_training_template,
+    load_for_training,
+    quantization_config,
+    token_batches,
+    trained_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +115,45 @@ def test_trl_masks_everything_but_the_answer_and_its_end_token(tmp_path):
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
     trained = tok.decode([i for i, lab in zip(ids, labels) if lab != -100])
     assert trained == "5" + tok.eos_token
+
+
+def test_token_batches_fit_the_budget_once_padded():
+    lengths = [10, 30, 5, 5, 5, 40, 2]
+    batches = token_batches(list(range(len(lengths))), lengths, max_tokens=60)
+    # 10,30 pad to 2x30; a third row would make 3x30; 5,5,5 then 40 would pad to 4x40; 40,2 to 2x40
+    assert batches == [[0, 1], [2, 3, 4], [5], [6]]
+    assert token_batches(["long"], [500], max_tokens=60) == [["long"]]  # one row past the budget still goes
+    with pytest.raises(ValueError):
+        token_batches([1, 2], [3], max_tokens=60)
+
+
+def test_the_trained_model_computes_like_its_reloaded_copy(tiny, tmp_path):
+    """After a bf16 Trainer run, accelerate leaves autocast on the model's forward; a saved and
+    reloaded copy computes in float32, so the two disagree unless the wrapper is removed."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    path = models_for("tiny")["base"]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    ids = torch.randint(4, 1000, (4, 12))
+    rows = Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        bf16=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=rows)
+    trainer.train()
+    trainer.model.save_pretrained(tmp_path / "saved")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved", dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = reloaded(input_ids=ids).logits
+        wrapped = trainer.model.eval()(input_ids=ids).logits
+        unwrapped = trained_model(trainer)(input_ids=ids).logits
+    assert (wrapped - expected).abs().max() > 1e-4  # the trap this guards against is still there
+    assert torch.allclose(unwrapped, expected, atol=1e-5)
