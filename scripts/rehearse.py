@@ -45,8 +45,8 @@ NOT_IN_CI = {
     ("notebooks/02_lora_sft.ipynb", "colab"): "12-17 minutes",
     ("notebooks/09_rl_grpo.ipynb", "colab"): "about 12 minutes",
     ("notebooks/04_dpo.ipynb", "full"): "over 10 minutes, the 2B VLM's vision tower on 5 tiles a chart",
-    ("notebooks/05_distillation.ipynb", "full"): "2-3 minutes, the code rehearsed on colab",
-    ("notebooks/08_efficient_architectures.ipynb", "full"): "2-3 minutes, the same code as on colab",
+    ("notebooks/05_distillation.ipynb", "full"): "about 4 minutes, the code rehearsed on colab",
+    ("notebooks/08_efficient_architectures.ipynb", "full"): "about 2.5 minutes, the same code as on colab",
 }
 
 
