@@ -61,10 +61,13 @@ def chat_features(
     return out
 
 
-def pad_batch(features: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad input_ids (with pad_id) and labels (with -100); attention_mask marks real tokens."""
+def pad_batch(features: Sequence[dict[str, list[int]]], pad_id: int | None) -> dict[str, torch.Tensor]:
+    """Right-pad input_ids (with pad_id) and labels (with -100); attention_mask marks real tokens.
+
+    pad_id may be None: some base tokenizers (SmolLM2's) ship without a pad token, and the
+    attention mask and the -100 labels hide padding whatever its id, so 0 stands in."""
     width = max(len(f["input_ids"]) for f in features)
-    ids = torch.full((len(features), width), pad_id)
+    ids = torch.full((len(features), width), 0 if pad_id is None else pad_id)
     labels = torch.full((len(features), width), -100)
     attention = torch.zeros((len(features), width), dtype=torch.long)
     for row, f in enumerate(features):
@@ -82,7 +85,7 @@ def trained_positions(labels: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def teacher_topk(
-    model: PreTrainedModel, features: Sequence[dict], k: int, pad_id: int, max_tokens: int = 8192
+    model: PreTrainedModel, features: Sequence[dict], k: int, pad_id: int | None, max_tokens: int = 8192
 ) -> dict[str, torch.Tensor]:
     """The teacher's k largest logits at every trained position, in row order, in batches of at
     most `max_tokens` padded tokens (the logits of one batch are tokens x vocabulary).
@@ -135,7 +138,7 @@ class TopkCollator:
     Each feature carries its row number (`row`) into the cache; the slices are concatenated in
     batch order, which is the order of logits[:, :-1][trained_positions(labels)]."""
 
-    def __init__(self, topk: dict[str, torch.Tensor], pad_id: int):
+    def __init__(self, topk: dict[str, torch.Tensor], pad_id: int | None):
         self.topk, self.pad_id = topk, pad_id
 
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:

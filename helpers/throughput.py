@@ -251,11 +251,20 @@ def sft_variants(profile, pad_to: int = 1024) -> tuple[dict[str, dict], dict[str
     alone and stacked, and the tricks this device cannot use, with the reason. The second
     baseline pads every row to `pad_to` tokens, a newcomer's fixed max_length."""
     gpu = profile.device == "cuda"
+    # TRL turns bf16 on. A GPU before Ampere (a T4: compute capability 7.5) only emulates it, slowly,
+    # though torch.cuda.is_bf16_supported() says True there: every variant runs fp16 instead, so
+    # each trick is measured against a sane base.
+    base = {"bf16": False, "fp16": True} if gpu and not profile.bf16 else {}
     variants: dict[str, dict] = {
-        "TRL defaults": {},
+        "TRL defaults": dict(base),
         # Every batch of this one has the same shape (8 x pad_to), so a few steps give its rate;
         # a whole epoch of it was most of the benchmark's time on a slow CPU.
-        "pad every row to max_length": {"pad_to_multiple_of": pad_to, "max_length": pad_to, "max_steps": 4},
+        "pad every row to max_length": {
+            "pad_to_multiple_of": pad_to,
+            "max_length": pad_to,
+            "max_steps": 4,
+            **base,
+        },
     }
     skipped: dict[str, str] = {}
     if not gpu:
@@ -264,16 +273,20 @@ def sft_variants(profile, pad_to: int = 1024) -> tuple[dict[str, dict], dict[str
     elif profile.bf16:
         precision = {}
         skipped["bf16"] = "already on: TRL's default on a bf16 GPU"
-    else:  # a T4: no bf16, fp16 mixed precision instead
-        precision = {"bf16": False, "fp16": True}
-        variants["fp16 (no bf16 on this GPU)"] = precision
-    variants["checkpointing off"] = {"gradient_checkpointing": False}
-    variants["padding-free"] = {"padding_free": True, "max_length": None}
-    variants["length-grouped batches"] = {"train_sampling_strategy": "group_by_length"}
+    else:
+        precision = base
+        skipped["bf16"] = (
+            "TRL's default, but emulated on a GPU before Ampere (compute capability 8.0): "
+            "every variant here runs fp16 mixed precision instead"
+        )
+    variants["checkpointing off"] = {"gradient_checkpointing": False, **base}
+    variants["padding-free"] = {"padding_free": True, "max_length": None, **base}
+    variants["length-grouped batches"] = {"train_sampling_strategy": "group_by_length", **base}
     variants["packing (bfd, 512 x batch 2)"] = {
         "packing": True,
         "max_length": 512,
         "per_device_train_batch_size": 2,
+        **base,
     }
     stacked = {
         **precision,
@@ -286,8 +299,9 @@ def sft_variants(profile, pad_to: int = 1024) -> tuple[dict[str, dict], dict[str
         variants["2 DataLoader workers, pinned memory"] = {
             "dataloader_num_workers": 2,
             "dataloader_pin_memory": True,
+            **base,
         }
-        variants["torch.compile"] = {"torch_compile": True}
+        variants["torch.compile"] = {"torch_compile": True, **base}
         stacked["dataloader_num_workers"] = 2
     else:
         skipped["DataLoader workers"] = (
@@ -300,7 +314,7 @@ def sft_variants(profile, pad_to: int = 1024) -> tuple[dict[str, dict], dict[str
         )
     if profile.attn_implementation == "flash_attention_2":
         fa2 = {"model_init_kwargs": {"attn_implementation": "flash_attention_2"}}
-        variants["FlashAttention 2"] = fa2
+        variants["FlashAttention 2"] = {**fa2, **base}
         stacked.update(fa2)
     else:
         skipped["FlashAttention 2"] = (
@@ -324,11 +338,17 @@ def sft_benchmark(
 
     Every variant trains one epoch over the same rows, every step counted: a few steps of a
     length-grouped sampler would see only some lengths (it puts the longest batch first). The
-    padded baseline, whose batches all have one shape, may set max_steps instead."""
+    padded baseline, whose batches all have one shape, may set max_steps instead. A rehearsal of
+    a GPU profile (helpers.rehearsal) runs one round: its figures mean nothing."""
     from functools import partial
 
     from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
+
+    from helpers import rehearsal
+
+    if rehearsal.active():
+        rounds = 1
 
     def run(changes: dict) -> dict[str, float]:
         settings = {

@@ -1,6 +1,7 @@
 """Small pieces around TRL and PEFT that would clutter notebook 02 and later lessons.
 
 quant = quantization_config(profile, bits=4)     # BitsAndBytesConfig, compute dtype from the profile
+model = trainable_in_float32(peft_model)         # before fp16 training: what trains in float32
 model = load_for_training(path, profile, bits=4) # guarded against the CPU 4-bit eval trap
 render_label_mask(tokenizer, ids, labels)        # which tokens carry loss, in colour
 token_batches(rows, lengths, max_tokens=4096)    # scoring batches that fit a GPU once padded
@@ -21,18 +22,37 @@ from helpers.runtime import Profile
 T = TypeVar("T")
 
 
-def quantization_config(profile: Profile, bits: int = 4) -> BitsAndBytesConfig:
-    """QLoRA's recipe: NF4 with double quantisation (or LLM.int8), computing in the profile's dtype."""
+def quantization_config(
+    profile: Profile, bits: int = 4, skip_modules: list[str] | None = None
+) -> BitsAndBytesConfig:
+    """QLoRA's recipe: NF4 with double quantisation (or LLM.int8), computing in the profile's dtype.
+
+    `skip_modules` stay in the profile's dtype. Name every module that trains whole (PEFT's
+    modules_to_save): a quantised layer's packed integer weights cannot take gradients. Given a
+    list, transformers no longer skips lm_head on its own, so name it too."""
     if bits == 4:
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=profile.torch_dtype,
+            llm_int8_skip_modules=skip_modules,
         )
     if bits == 8:
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
     raise ValueError(f"bits must be 4 or 8, not {bits}")
+
+
+def trainable_in_float32(model: torch.nn.Module) -> torch.nn.Module:
+    """Every trainable weight in float32; frozen ones stay as loaded.
+
+    Mixed precision keeps the weights it updates in float32: with float16 ones, the Trainer's
+    gradient scaler stops at "Attempting to unscale FP16 gradients". PEFT upcasts LoRA's own
+    layers, but a module it trains whole (modules_to_save) keeps the dtype it was loaded in."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model
 
 
 def guard_4bit_on_cpu(model: torch.nn.Module) -> int:

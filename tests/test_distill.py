@@ -11,6 +11,7 @@ from helpers.distill import (
     check_same_vocab,
     load_topk,
     logit_storage_bytes,
+    pad_batch,
     save_topk,
     teacher_topk,
     trained_positions,
@@ -94,3 +95,13 @@ def test_topk_cache_round_trips_and_lines_up_with_each_batch(base, tmp_path):
 def test_storage_arithmetic():
     sizes = logit_storage_bytes(n_positions=1000, vocab_size=49152, k=16)
     assert sizes == {"full": 1000 * 49152 * 2, "top_k": 1000 * 16 * 6}
+
+
+def test_pad_batch_without_a_pad_token_masks_the_padding():
+    """SmolLM2's base tokenizer has no pad token: pad_id None must still give a usable batch."""
+    features = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}]
+    batch = pad_batch(features, None)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert pad_batch(features, 2)["input_ids"][1].tolist() == [8, 2, 2]

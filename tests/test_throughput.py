@@ -75,6 +75,17 @@ def test_variants_on_a_cpu_skip_what_it_cannot_use():
     assert "FlashAttention 2" in skipped and "torch.compile" in skipped
 
 
+def test_every_variant_on_a_t4_runs_fp16_not_emulated_bf16():
+    t4 = Hardware(cuda=True, gpu_name="Tesla T4", vram_gb=15.0, compute_capability=(7, 5), cpu_cores=2)
+    variants, skipped = sft_variants(choose_profile(t4, "colab"))
+    assert "bf16" in skipped and "torch.compile" in variants
+    for name, changes in variants.items():  # TRL's bf16 default would be emulated, slowly
+        assert changes.get("fp16") is True and changes.get("bf16") is False, name
+    a100 = Hardware(cuda=True, gpu_name="A100", vram_gb=80.0, compute_capability=(8, 0), cpu_cores=8)
+    variants, _ = sft_variants(choose_profile(a100, "full"))
+    assert not any("fp16" in changes for changes in variants.values())
+
+
 def test_presets_follow_the_hardware():
     t4 = Hardware(cuda=True, gpu_name="Tesla T4", vram_gb=15.0, compute_capability=(7, 5), cpu_cores=2)
     name, preset = preset_for(t4)

@@ -12,6 +12,7 @@ from helpers.training import (
     load_for_training,
     quantization_config,
     token_batches,
+    trainable_in_float32,
     trained_model,
 )
 
@@ -63,6 +64,61 @@ def test_quantisation_config_follows_the_profile(tiny):
     assert quantization_config(tiny, 8).load_in_8bit
     with pytest.raises(ValueError, match="bits must be 4 or 8"):
         quantization_config(tiny, 3)
+
+
+def test_a_4bit_vlm_trains_its_connector_whole_only_when_skipped(tiny):
+    """03 on a GPU profile: LoRA on the 4-bit language model, the connector trained whole."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    ensure_built(["tiny-vlm"])
+    lora = LoraConfig(r=4, target_modules=r".*text_model.*\.q_proj", modules_to_save=["connector"])
+
+    def load(skip_modules):
+        quant = quantization_config(tiny, 4, skip_modules=skip_modules)
+        return AutoModelForImageTextToText.from_pretrained(
+            models_for("tiny")["vlm"], quantization_config=quant, device_map="cpu"
+        )
+
+    # transformers quantises the connector's Linear by default; PEFT cannot train a copy of it
+    with pytest.raises(RuntimeError, match="floating point"):
+        get_peft_model(load(None), lora)
+    model = get_peft_model(load(["model.connector", "lm_head"]), lora)  # full names, or their ends
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any("connector.modules_to_save" in n for n in trained) and any("lora_A" in n for n in trained)
+    assert all(p.is_floating_point() for n, p in model.named_parameters() if "connector" in n)
+
+
+def test_fp16_training_needs_what_trains_in_float32():
+    """PEFT keeps a modules_to_save copy in its loaded dtype; fp16 mixed precision then fails."""
+    from peft import LoraConfig, get_peft_model
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q_proj, self.connector = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.connector(self.q_proj(x))
+
+    def scaled_step(model):
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+        scaler = torch.amp.GradScaler("cpu")
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = model(torch.randn(2, 8)).float().sum()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+
+    def peft_model():
+        config = LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["connector"])
+        return get_peft_model(Model().half(), config)
+
+    with pytest.raises(ValueError, match="unscale FP16 gradients"):
+        scaled_step(peft_model())
+    model = trainable_in_float32(peft_model())
+    scaled_step(model)
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.float16}
 
 
 def test_training_template_is_added_to_chatml_only():
