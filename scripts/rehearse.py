@@ -27,8 +27,8 @@ import run_notebooks
 from helpers import rehearsal, stand_ins
 
 # The notebooks rehearsed, in order (01 writes the data card 02 reads), and on which profiles.
-# 09 on `full` samples 64 completions a step from a 49,152-token vocabulary in seven GRPO runs
-# of a 1.7B stand-in: the last run of it on 2 cores died of memory (23 GB) in its DPO stage.
+# 09 on `full` dies of memory on a 24 GB machine (24 GB at the kernel's death) in its DPO stage:
+# a 1.7B stand-in in float32 beside the models of the cells before it, rows up to 2,048 tokens.
 BOTH = ("colab", "full")
 REHEARSED = {
     "notebooks/00_setup.ipynb": BOTH,
@@ -103,7 +103,7 @@ def main() -> int:
         f"{Path(nb).stem} (not {', '.join(set(BOTH) - set(p))})" for nb, p in REHEARSED.items() if p != BOTH
     ]
     if skipped or partly:
-        print(f"\nnot rehearsed yet: {', '.join(Path(s).stem for s in skipped)}; " + ", ".join(partly))
+        print("\nnot rehearsed yet: " + ", ".join([*(Path(s).stem for s in skipped), *partly]))
     if args.ci and not args.notebooks:
         print(
             "left out of CI: "
