@@ -37,7 +37,7 @@ def expect(name: str, value: float, above: float | None = None, below: float | N
         raise ValueError("give exactly one of above= or below=")
     value = float(value)
     direction, bound = ("above", above) if above is not None else ("below", below)
-    margin = value - bound if direction == "above" else bound - value
+    margin = float(value - bound if direction == "above" else bound - value)
     result = Margin(name, value, float(bound), direction, margin)
     sign = ">" if direction == "above" else "<"
     line = f"{name}: {value:.4g} ({sign} {bound:.4g} needed; margin {margin:+.4g})"
