@@ -52,7 +52,7 @@ ADVICE = {
     ),
     "05_distillation.ipynb": (
         "`make tiny` (the prebuilt teacher is copied in seconds; trained from scratch it takes 10 to 40 minutes on 2 cores: never live).",
-        "the temperature sweep; keep one seed of the three students if pressed.",
+        "the temperature sweep; keep one seed of the four students if pressed (with one seed there is no spread to measure, and the checks then ask only for a gain).",
     ),
     "06_multi_gpu.ipynb": (
         "one ZeRO launch, so DeepSpeed's communication op is compiled (~45 s the first time).",
