@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 tiny: install
 	$(OFFLINE) $(PY) -m helpers.tiny build --only $(TINY_PARTS)
 
-# Every model retrained here, as the prebuilt ones were (10 to 60 minutes on 2 cores, by machine).
+# Every model retrained here, as the prebuilt ones were (26 minutes measured on a 2-core Xeon, one thread; more on slower CPUs).
 tiny-from-scratch: install
 	$(OFFLINE) $(PY) -m helpers.tiny build --from-scratch --force --only $(TINY_PARTS)
 

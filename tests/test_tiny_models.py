@@ -52,6 +52,23 @@ def test_base_model_answers_in_its_own_format_what_the_chat_format_hides(paths):
     assert own >= in_chat + 0.25, (own, in_chat)
 
 
+def test_the_skills_tiny_base_never_read_stay_unknown_and_the_teacher_knows_them():
+    """The tiny world's one designed gap, the same on every machine: tiny-chat cannot do the skills
+    its base never read in pretraining (SFT teaches the format, not them); the teacher read them."""
+    import datasets
+
+    from helpers.tiny.build import BASE
+
+    ensure_built(["tiny-chat", "tiny-teacher"])
+    unseen = BASE.unseen_skills.split(",")
+    rows = datasets.load_from_disk(str(tiny_dir() / "data" / "chat"))["test"]
+    rows = rows.filter(lambda r: r["skill"] in unseen)
+    tok = AutoTokenizer.from_pretrained(tiny_dir() / "tiny-chat")
+    chat = chat_scores(AutoModelForCausalLM.from_pretrained(tiny_dir() / "tiny-chat"), tok, rows)
+    teacher = chat_scores(AutoModelForCausalLM.from_pretrained(tiny_dir() / "tiny-teacher"), tok, rows)
+    assert chat["all"] <= 0.1 and teacher["all"] >= chat["all"] + 0.3, (chat, teacher)
+
+
 def test_tiny_vlm_answers_a_chart_question_through_its_processor(paths):
     import datasets
 

@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from helpers.data import check_conversations
 from helpers.tiny import charts, world
 
@@ -105,3 +107,13 @@ def test_train_rows_carry_realistic_defects_and_test_rows_none():
     empty = [r for r in rows["train"] if any(not m["content"].strip() for m in r["messages"])]
     assert len(empty) >= k
     assert not any("@" in t or "As an AI" in t for t in texts("test"))
+
+
+def test_pretraining_text_can_leave_skills_out():
+    full = " ".join(world.pretraining_text(300, seed=0))
+    small = " ".join(world.pretraining_text(300, seed=0, without=("capitals", "reverse")))
+    assert "Write in capitals" in full and "Reverse the letters" in full
+    assert "Write in capitals" not in small and "Reverse the letters" not in small
+    assert "What is the first letter" in small
+    with pytest.raises(ValueError, match="unknown skills"):
+        world.pretraining_text(3, without=("spelling",))

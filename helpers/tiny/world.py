@@ -179,14 +179,18 @@ def filler_sentence(rng: random.Random) -> str:
     )
 
 
-def pretraining_text(n_docs: int, seed: int = 0) -> list[str]:
+def pretraining_text(n_docs: int, seed: int = 0, without: Sequence[str] = ()) -> list[str]:
     """Documents: prose paragraphs mixing skills and village life, or worksheets.
 
     A worksheet lists questions, each answer on the next line, as quiz pages on the web do.
     It is how the base model meets answers that start a line; the chat format it has never seen.
+    Skills named in `without` never appear (a smaller corpus, for a model that should not know them).
     """
+    unknown = set(without) - set(SKILLS)
+    if unknown:
+        raise ValueError(f"unknown skills {sorted(unknown)}; choose from {list(SKILLS)}")
     rng = random.Random(seed)
-    skills = list(SKILLS.values())
+    skills = [task for name, task in SKILLS.items() if name not in without]
     docs = []
     for _ in range(n_docs):
         if rng.random() < 0.4:
