@@ -58,6 +58,7 @@ class World:
         return cls(int(fields.get("seed", 0)), fields.get("kernels") or None)
 
     def env(self, out: Path) -> dict[str, str]:
+        out = out.resolve()  # the notebooks run in notebooks/: a relative path would miss this world
         env = dict(
             os.environ,
             COURSE_PROFILE="tiny",
@@ -232,6 +233,8 @@ def main() -> int:
     )
     parser.add_argument("--report", action="store_true", help="only print the table from earlier runs")
     args = parser.parse_args()
+    # Absolute: the notebooks run in notebooks/, and COURSE_CACHE and COURSE_MARGINS point in here.
+    args.out = args.out.resolve()
     worlds = [World.parse(w) for w in args.worlds]
     if not args.report:
         for w in worlds:
