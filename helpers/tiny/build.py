@@ -84,7 +84,7 @@ class TinySpec:
 
 # tiny-base never reads two of the eight skills, so tiny-chat cannot know them and the teacher
 # (which reads them all) leads it on every machine. Trained from scratch, a skill appears suddenly
-# at a step that moves with the seed and the CPU's kernels: at 2,000 steps tiny-chat scored 40-75%
+# at a step that moves with the seed and the CPU's kernels: at 2,000 steps tiny-chat scored 40-74.5%
 # held-out exact match across four such builds, whole skills present in one and absent in another.
 # At 4,000 steps every skill it reads is in place (see CPU-NOTES.md for the builds measured).
 BASE = TinySpec(
@@ -627,6 +627,14 @@ def _build_atomically(part: str, manifest: dict, from_scratch: bool = False) -> 
     _log(f"{part} done in {seconds} s")
 
 
+def corpus_for(spec: TinySpec, corpus: list[str]) -> list[str]:
+    """The pretraining documents a model reads: the whole corpus, or the same recipe without the
+    skills its spec leaves unseen."""
+    if not spec.unseen_skills:
+        return corpus
+    return world.pretraining_text(N_PRETRAIN_DOCS, seed=0, without=spec.unseen_skills.split(","))
+
+
 def _build_part(part: str, root: Path, out: Path) -> dict | None:
     """Build `part` into the folder `out`, reading the parts it needs from `root`."""
     if part == "data":
@@ -642,16 +650,14 @@ def _build_part(part: str, root: Path, out: Path) -> dict | None:
     tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
     chat = datasets.load_from_disk(str(root / "data" / "chat"))
     spec = spec_for(part)
-    if spec.unseen_skills and part != "tiny-chat":  # the same recipe, without the skills it never reads
-        pretraining = world.pretraining_text(N_PRETRAIN_DOCS, seed=0, without=spec.unseen_skills.split(","))
     if part == "tiny-base":
-        model = pretrain(spec, tokenizer, pretraining)
+        model = pretrain(spec, tokenizer, corpus_for(spec, pretraining))
         report = {"spec": asdict(spec), "chat_exact_match": chat_scores(model, tokenizer, chat["test"])}
     else:  # tiny-chat: SFT of tiny-base; tiny-teacher: pretrain a larger model, then SFT
         model = (
             AutoModelForCausalLM.from_pretrained(root / "tiny-base")
             if part == "tiny-chat"
-            else pretrain(spec, tokenizer, pretraining)
+            else pretrain(spec, tokenizer, corpus_for(spec, pretraining))
         )
         before = chat_scores(model, tokenizer, chat["test"])
         model = sft(
