@@ -49,8 +49,9 @@ lab: tiny
 # Unit tests and notebooks run in two lanes at once on 2 cores (scripts/run_tests.py says why and in
 # which order); LANES=1 runs them one after another.
 LANES ?= 2
+TEST_ARGS ?=
 test: tiny
-	$(OFFLINE) COURSE_PROFILE=tiny $(PY) scripts/run_tests.py --lanes $(LANES)
+	$(OFFLINE) COURSE_PROFILE=tiny $(PY) scripts/run_tests.py --lanes $(LANES) $(TEST_ARGS)
 
 LINTED := helpers tests scripts notebooks
 lint: install

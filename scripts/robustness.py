@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from helpers.checks import read_margins
 
 PARTS = ["data", "tokenizer", "tiny-base", "tiny-chat", "tiny-vlm", "tiny-teacher"]
+MODEL_PARTS = ("tiny-base", "tiny-chat", "tiny-teacher")  # trained with the world's seed
 # World-level requirements on the tiny world itself, across all worlds.
 CHAT_BAND = 0.10  # tiny-chat's held-out exact match spans at most this many points
 TEACHER_LEAD = 0.10  # the teacher beats tiny-chat by at least this in every world
@@ -109,6 +110,9 @@ def run_world(world: World, out: Path, notebooks: list[str], fresh: bool) -> dic
     if build.returncode != 0:
         status["failed"] = "build failed"
         return status
+    if problem := not_its_own(out, world):
+        status["failed"] = f"after the build: {problem}"
+        return status
     (out / "margins.jsonl").unlink(missing_ok=True)
     for nb in notebooks:
         path = next(ROOT.glob(f"notebooks/{nb}_*.ipynb"))
@@ -133,8 +137,29 @@ def run_world(world: World, out: Path, notebooks: list[str], fresh: bool) -> dic
         status["notebooks"][path.stem] = {"ok": run.returncode == 0, "line": line.strip()}
         print(f"  {line.strip()}", flush=True)
     status["run_s"] = round(time.perf_counter() - start - build_s)
+    if problem := not_its_own(out, world):  # a lesson run with other settings rebuilt or copied them
+        status["failed"] = f"after the lessons: {problem}"
     (out / "status.json").write_text(json.dumps(status, indent=1))
     return status
+
+
+def not_its_own(out: Path, world: World) -> str | None:
+    """Why the world's models are not the ones its own build trained (prebuilt copies, another
+    seed), or None. Without this check a world could silently measure the prebuilt world."""
+    manifest_path = out / "cache" / "tiny" / "manifest.json"
+    if not manifest_path.exists():
+        return f"no manifest in {manifest_path.parent}"
+    manifest = json.loads(manifest_path.read_text())
+    wrong = [
+        f"{part} ({rec.get('source')}, seed {manifest.get('report', {}).get(part, {}).get('spec', {}).get('seed')})"
+        for part, rec in manifest.get("parts", {}).items()
+        if part in MODEL_PARTS
+        and (
+            rec.get("source") != "trained here"
+            or manifest.get("report", {}).get(part, {}).get("spec", {}).get("seed") != world.seed
+        )
+    ]
+    return f"not trained here with seed {world.seed}: {', '.join(wrong)}" if wrong else None
 
 
 def world_scores(out: Path) -> dict[str, float]:

@@ -5,6 +5,7 @@
     python scripts/run_tests.py tests notebooks/solutions        # only these (make test-min)
     python scripts/run_tests.py --python .venv-min/bin/python    # another environment's pytest
     python scripts/run_tests.py notebooks/02_lora_sft.ipynb -- -x   # flags after -- go to pytest
+    python scripts/run_tests.py --ci               # CI (.ci/run): CI's other checks in the same lanes
 
 A tiny model's training step is mostly Python, which runs on one core, so on a 2-core machine two
 pytest processes with one torch thread each finish sooner than one process with two threads. Each
@@ -13,6 +14,11 @@ behind it. Lessons that read what another wrote wait for it: notebook 01's data 
 and 07), 02's merged model (04), 09's runs (its solutions). A group's output is printed whole when it
 ends (a failure in full, a pass as pytest's last line), so two lanes never interleave, and a table
 of every group's lane and seconds closes the run. Exit status 1 when any group fails.
+
+With --ci, CI's other checks join the same queue as groups of their own (`ci_groups`): the browser
+check, Colab readiness, the lowest library versions, and the GPU profiles' rehearsal, one group per
+lesson and profile. One queue keeps both cores busy to the end; checks run one after another
+beside `make test` left a core idle for half of CI.
 """
 
 from __future__ import annotations
@@ -34,12 +40,15 @@ SOL = "notebooks/solutions"
 
 @dataclass(frozen=True)
 class Group:
-    paths: tuple[str, ...]  # what one pytest run collects
+    paths: tuple[str, ...]  # what one pytest run collects; for a command, a name other groups wait on
     minutes: float  # its time alone on 2 cores (make run's table): only orders the queue
     after: tuple[str, ...] = ()  # paths whose groups must finish first
+    command: tuple[str, ...] = ()  # run this instead of pytest (CI's other checks)
 
     @property
     def name(self) -> str:
+        if self.command:
+            return self.paths[0]
         return Path(self.paths[0]).stem if len(self.paths) == 1 else Path(self.paths[0]).parent.name
 
 
@@ -64,6 +73,43 @@ GROUPS = [
         3.0,
     ),
 ]  # fmt: skip
+
+
+# CI's other checks, minutes measured in CI's log at one torch thread (they only order the queue).
+CI_MINUTES = {"e2e": 1.1, "colab-check": 3.4, "test-min": 11.0, "stand-ins": 0.5, "colab 07_gpu_tuning": 9.6,
+              "colab 06_multi_gpu": 3.3, "colab 04_dpo": 2.6, "colab 05_distillation": 2.0,
+              "colab solutions": 2.0, "full solutions": 3.2}  # fmt: skip
+
+
+def ci_groups(python: str) -> list[Group]:
+    """CI's checks beyond `make test`: the browser, Colab readiness, the lowest versions, and the
+    rehearsal of each lesson on each GPU profile that CI rehearses (scripts/rehearse.py), after the
+    stand-ins are built and after what a lesson reads from another on the same profile."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import rehearse
+
+    def check(name: str, *command: str, after: tuple[str, ...] = ()) -> Group:
+        return Group((name,), CI_MINUTES.get(name, 1.0), after, command)
+
+    groups = [
+        check("e2e", python, "scripts/e2e_browser.py"),
+        check("colab-check", python, "scripts/check_colab_ready.py"),
+        check("test-min", "make", "test-min", "LANES=1"),
+        check("stand-ins", python, "-c", "from helpers import stand_ins; stand_ins.build()"),
+    ]
+    reads = {p: g.after for g in GROUPS for p in g.paths}  # what a lesson reads, from make test's groups
+    runs = rehearse.ci_runs()
+    for profile in rehearse.BOTH:
+        lessons = [nb for nb, p in runs if p == profile and not nb.startswith(SOL)]
+        solutions = [nb for nb, p in runs if p == profile and nb.startswith(SOL)]
+        for nb in lessons:
+            waits = tuple(f"{profile} {Path(d).stem}" for d in reads.get(nb, ()) if d in lessons)
+            groups.append(check(f"{profile} {Path(nb).stem}", python, "scripts/rehearse.py", nb,
+                                "--profiles", profile, after=("stand-ins", *waits)))  # fmt: skip
+        if solutions:
+            groups.append(check(f"{profile} solutions", python, "scripts/rehearse.py", *solutions,
+                                "--profiles", profile, after=("stand-ins",)))  # fmt: skip
+    return groups
 
 
 def selected(groups: list[Group], wanted: list[str]) -> list[Group]:
@@ -124,11 +170,17 @@ class Scheduler:
             self.cond.notify_all()
 
 
+def lane_threads(lanes: int) -> int:
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    per_lane = max(1, (os.cpu_count() or 1) // lanes)
+    return min(per_lane, int(cap)) if cap.isdigit() and int(cap) > 0 else per_lane
+
+
 def run_lanes(groups: list[Group], lanes: int, python: str, extra: list[str]) -> list[dict]:
-    cores = os.cpu_count() or 1
     env = dict(os.environ)
-    # One torch thread per core: two lanes of two threads each would fight over two cores.
-    threads = str(max(1, cores // lanes))
+    # One torch thread per core: two lanes of two threads each would fight over two cores. A cap
+    # set from outside holds (make test-min, run in one of CI's lanes, must not take both cores).
+    threads = str(lane_threads(lanes))
     env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     scheduler, rows, lock, procs = Scheduler(groups), [], threading.Lock(), set()
     start = time.perf_counter()
@@ -136,7 +188,9 @@ def run_lanes(groups: list[Group], lanes: int, python: str, extra: list[str]) ->
     def lane(number: int) -> None:
         while (group := scheduler.take()) is not None:
             cmd = [python, "-m", "pytest", *group.paths, "-p", "no:cacheprovider", *extra]
-            if any(p.endswith(".ipynb") for p in group.paths):  # a hung cell fails in 15 min, not CI's 90
+            if group.command:
+                cmd = list(group.command)
+            elif any(p.endswith(".ipynb") for p in group.paths):  # a hung cell fails in 15 min, not CI's 90
                 cmd += ["--nbmake", "--nbmake-timeout=900"]
             else:
                 cmd += ["--durations=15"]
@@ -156,7 +210,7 @@ def run_lanes(groups: list[Group], lanes: int, python: str, extra: list[str]) ->
             with lock:
                 print(f"[lane {number}] {at + seconds:6.0f} s  {'passed' if ok else 'FAILED'} {group.name} "
                       f"in {seconds:.0f} s: {lines[-1] if lines else ''}", flush=True)  # fmt: skip
-                if not ok or "--durations=15" in cmd:
+                if not ok or "--durations=15" in cmd or group.command:
                     print(output, flush=True)
                 rows.append({"group": group.name, "lane": number, "seconds": seconds, "ok": ok})
             scheduler.done(group)
@@ -180,15 +234,23 @@ def main() -> int:
     parser.add_argument("paths", nargs="*", help="run only the groups under these (default: all)")
     parser.add_argument("--lanes", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--python", default=sys.executable, help="whose pytest and kernel run the tests")
+    parser.add_argument("--ci", action="store_true", help="CI's other checks in the same lanes (.ci/run)")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args, extra = parser.parse_args(argv[:cut]), argv[cut + 1 :]  # after --: flags for pytest
-    groups = selected(GROUPS, args.paths)
+    groups = selected(GROUPS, args.paths) + (ci_groups(args.python) if args.ci else [])
+    if args.ci:
+        import rehearse  # on sys.path since ci_groups
+
+        left_out = ", ".join(
+            f"{Path(nb).stem} on {p} ({cost})" for (nb, p), cost in rehearse.NOT_IN_CI.items()
+        )
+        print(f"rehearsal left out of CI: {left_out}", flush=True)
     if not groups:
         print(f"nothing to run under {args.paths}")
         return 1
     start = time.perf_counter()
-    threads = max(1, (os.cpu_count() or 1) // args.lanes)
+    threads = lane_threads(args.lanes)
     print(f"{len(groups)} groups in {args.lanes} lane(s), {threads} torch thread(s) each", flush=True)
     rows = run_lanes(groups, args.lanes, args.python, extra)
     wall = time.perf_counter() - start
@@ -198,7 +260,7 @@ def main() -> int:
     busy = sum(r["seconds"] for r in rows)
     failed = [r["group"] for r in rows if not r["ok"]]
     print(
-        f"\nmake test: {wall:.0f} s wall, {busy:.0f} s of group time in {args.lanes} lane(s); "
+        f"\n{'make test and CI checks' if args.ci else 'make test'}: {wall:.0f} s wall, {busy:.0f} s of group time in {args.lanes} lane(s); "
         + (f"FAILED: {', '.join(failed)}" if failed else "all passed")
     )
     return 1 if failed or len(rows) < len(groups) else 0

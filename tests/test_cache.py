@@ -41,6 +41,21 @@ def test_a_fresh_cache_gets_the_prebuilt_models_bit_for_bit(tmp_path, monkeypatc
     assert tb.missing_parts(["tiny-chat"]) == []
 
 
+def test_from_scratch_retrains_a_part_that_was_copied(tmp_path, monkeypatch):
+    """A world rebuilt from scratch over a cache that holds prebuilt copies trains them here."""
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    tb.build(["tokenizer"])
+    assert tb.read_manifest()["parts"]["tokenizer"]["source"] == "prebuilt"
+    trained = []
+    real = tb._build_part
+    monkeypatch.setattr(
+        tb, "_build_part", lambda part, root, out: trained.append(part) or real(part, root, out)
+    )
+    tb.build(["tokenizer"], from_scratch=True)
+    assert trained == ["tokenizer"]
+    assert tb.read_manifest()["parts"]["tokenizer"]["source"] == "trained here"
+
+
 def test_every_part_builds_from_scratch_at_a_small_budget(fresh_cache, monkeypatch):
     """The from-scratch path CI would otherwise never take (the prebuilt world is copied): every
     part trained here, at the real sizes but a few steps, saved, recorded and loadable."""

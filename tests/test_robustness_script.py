@@ -1,5 +1,6 @@
 """scripts/robustness.py: a world's settings reach the notebooks whatever the working directory."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -16,3 +17,21 @@ def test_a_world_points_its_notebooks_at_absolute_paths(monkeypatch, tmp_path):
         assert Path(env[key]).is_absolute(), env[key]
         assert str(tmp_path) in env[key]
     assert env["COURSE_SEED"] == "2" and env["ATEN_CPU_CAPABILITY"] == "avx2"
+
+
+def test_a_world_whose_models_are_not_its_own_build_is_caught(tmp_path):
+    world = robustness.World.parse("seed=1")
+    tiny = tmp_path / "cache" / "tiny"
+    tiny.mkdir(parents=True)
+
+    def manifest(source: str, seed: int) -> None:
+        parts = {p: {"source": source} for p in robustness.MODEL_PARTS}
+        report = {p: {"spec": {"seed": seed}} for p in robustness.MODEL_PARTS}
+        (tiny / "manifest.json").write_text(json.dumps({"parts": parts, "report": report}))
+
+    manifest("trained here", 1)
+    assert robustness.not_its_own(tmp_path, world) is None
+    manifest("prebuilt", 0)  # what a lesson run without the world's COURSE_SEED leaves behind
+    assert "tiny-base (prebuilt, seed 0)" in robustness.not_its_own(tmp_path, world)
+    manifest("trained here", 0)
+    assert "seed 0" in robustness.not_its_own(tmp_path, world)

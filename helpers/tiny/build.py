@@ -565,7 +565,9 @@ def build(parts: Iterable[str] = DEFAULT_PARTS, force: bool = False, from_scratc
     hf_logging.disable_progress_bar()  # no "Loading weights" bars between the build's own lines
     with build_lock():  # decided under the lock: another process may have just built them
         wanted = _with_needs(parts)
-        todo = {p for p in wanted if force or p in missing_parts([p])}
+        copied = {p for p, rec in read_manifest().get("parts", {}).items() if rec.get("source") == "prebuilt"}
+        # from_scratch: a part copied from the prebuilt world is not this machine's: train it here
+        todo = {p for p in wanted if force or p in missing_parts([p]) or (from_scratch and p in copied)}
         present = {p for p in PARTS if p not in todo and (tiny_dir() / p).exists()}
         for p in list(todo):
             todo |= _dependents(p) & present  # built from the old part: rebuild it too

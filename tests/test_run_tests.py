@@ -1,0 +1,47 @@
+"""scripts/run_tests.py: make test's groups and CI's other checks share one queue, in a safe order."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+import rehearse
+import run_tests
+
+
+def test_ci_queue_rehearses_what_ci_promises_each_after_what_it_reads():
+    groups = run_tests.GROUPS + run_tests.ci_groups(sys.executable)
+    names = [g.name for g in groups]
+    assert len(names) == len(set(names)), "two groups share a name: the scheduler would mix them up"
+    by_name = {g.name: g for g in groups}
+    rehearsed = {
+        (nb, cmd[cmd.index("--profiles") + 1])
+        for g in groups
+        if "scripts/rehearse.py" in (cmd := g.command)
+        for nb in cmd[cmd.index("scripts/rehearse.py") + 1 : cmd.index("--profiles")]
+    }
+    assert rehearsed == set(rehearse.ci_runs())
+    assert not rehearsed & set(rehearse.NOT_IN_CI)
+    for nb, profile in rehearse.ci_runs():  # 01 writes the data card that 05 and 07 read, per profile
+        if Path(nb).stem in ("05_distillation", "07_gpu_tuning"):
+            assert f"{profile} 01_token_lengths" in by_name[f"{profile} {Path(nb).stem}"].after
+    assert all("stand-ins" in g.after for g in groups if "scripts/rehearse.py" in g.command)
+    assert {"e2e", "colab-check", "test-min"} <= set(names)
+
+
+def test_a_group_waits_for_the_groups_it_reads_from():
+    first = run_tests.Group(("a",), 1.0, command=("true",))
+    second = run_tests.Group(("b",), 9.0, after=("a",), command=("true",))
+    other = run_tests.Group(("c",), 0.5, command=("true",))
+    queue = run_tests.Scheduler([first, second, other])
+    assert queue.take() is first  # b has the longest chain behind a, so a goes first
+    assert queue.take() is other  # b is not ready while a runs
+    queue.done(first)
+    assert queue.take() is second
+
+
+def test_a_thread_cap_from_outside_holds(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert run_tests.lane_threads(1) == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert run_tests.lane_threads(1) >= 1
