@@ -59,11 +59,11 @@ GROUPS = [
     Group((f"{NB}/02_lora_sft.ipynb",), 5.8, after=(f"{NB}/01_token_lengths.ipynb",)),
     Group((f"{NB}/03_vlm_chartqa.ipynb",), 5.9),
     Group((f"{NB}/04_dpo.ipynb",), 4.7, after=(f"{NB}/02_lora_sft.ipynb",)),
-    Group((f"{NB}/05_distillation.ipynb",), 7.6, after=(f"{NB}/01_token_lengths.ipynb",)),
+    Group((f"{NB}/05_distillation.ipynb",), 8.9, after=(f"{NB}/01_token_lengths.ipynb",)),
     Group((f"{NB}/06_multi_gpu.ipynb",), 4.6),
     Group((f"{NB}/07_gpu_tuning.ipynb",), 6.6, after=(f"{NB}/01_token_lengths.ipynb",)),
     Group((f"{NB}/08_efficient_architectures.ipynb",), 0.6),
-    Group((f"{NB}/09_rl_grpo.ipynb",), 6.6),
+    Group((f"{NB}/09_rl_grpo.ipynb",), 9.2),
     Group((f"{SOL}/09_rl_grpo_solutions.ipynb",), 0.5, after=(f"{NB}/09_rl_grpo.ipynb",)),
     Group(
         tuple(f"{SOL}/{n:02d}_{s}_solutions.ipynb" for n, s in enumerate(
