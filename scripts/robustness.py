@@ -11,7 +11,9 @@ torch's CPU kernels (ATEN_CPU_CAPABILITY=default or avx2 make torch dispatch to 
 than this CPU's best). Every world is built from scratch in its own cache, then every lesson runs
 with every cell executed (an error does not stop the rest), and each `helpers.checks.expect`
 records its margin. The table gives, for each check, the margin in every world; the exit status
-is 1 when any check, any notebook or any world-level requirement fails.
+is 1 when any check, any notebook or any world-level requirement fails. A world fails, too, when
+its models are not the ones its own build trained, before or after the lessons: a lesson run
+pointed at a world's cache with another COURSE_SEED silently rebuilds or copies them.
 
 A world takes as long as `make tiny-from-scratch` plus `make run`: about 20 minutes on a fast
 2-core machine, about 2 hours on a slow one (the distillation teacher is most of the build).
