@@ -41,6 +41,9 @@ CHAT_BAND = 0.10  # tiny-chat's held-out exact match spans at most this many poi
 TEACHER_LEAD = 0.10  # the teacher beats tiny-chat by at least this in every world
 
 
+ONEDNN_ISA = {"avx2": "AVX2", "default": "SSE41"}  # oneDNN's ceiling to match each kernel set
+
+
 @dataclass(frozen=True)
 class World:
     seed: int
@@ -58,7 +61,12 @@ class World:
             raise SystemExit(
                 f"--worlds {text!r}: unknown key {sorted(unknown)}; use seed=N[,kernels=default|avx2]"
             )
-        return cls(int(fields.get("seed", 0)), fields.get("kernels") or None)
+        kernels = fields.get("kernels") or None
+        if kernels not in (None, *ONEDNN_ISA):
+            raise SystemExit(
+                f"--worlds {text!r}: kernels={kernels} unknown; use kernels=default or kernels=avx2"
+            )
+        return cls(int(fields.get("seed", 0)), kernels)
 
     def env(self, out: Path) -> dict[str, str]:
         out = out.resolve()  # the notebooks run in notebooks/: a relative path would miss this world
@@ -73,8 +81,12 @@ class World:
             TOKENIZERS_PARALLELISM="false",
         )
         env.pop("ATEN_CPU_CAPABILITY", None)
+        env.pop("ONEDNN_MAX_CPU_ISA", None)
         if self.kernels:
             env["ATEN_CPU_CAPABILITY"] = self.kernels
+            # oneDNN too: torch packs bf16 attention for AMX when oneDNN reports it, and then stops
+            # with "pack_vnni2 is only supported when avx512 is supported" if ATen alone is lowered.
+            env["ONEDNN_MAX_CPU_ISA"] = ONEDNN_ISA[self.kernels]
         return env
 
 

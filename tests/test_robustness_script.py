@@ -17,6 +17,8 @@ def test_a_world_points_its_notebooks_at_absolute_paths(monkeypatch, tmp_path):
         assert Path(env[key]).is_absolute(), env[key]
         assert str(tmp_path) in env[key]
     assert env["COURSE_SEED"] == "2" and env["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert env["ONEDNN_MAX_CPU_ISA"] == "AVX2"  # else bf16 attention crashes on a CPU with AMX
+    assert "ONEDNN_MAX_CPU_ISA" not in robustness.World.parse("seed=1").env(tmp_path)
 
 
 def test_a_world_whose_models_are_not_its_own_build_is_caught(tmp_path):
