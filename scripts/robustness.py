@@ -123,11 +123,12 @@ def run_world(world: World, out: Path, notebooks: list[str], fresh: bool) -> dic
     status = {"world": world.name, "kernels": capability, "build_s": round(build_s), "notebooks": {}}
     if build.returncode != 0:
         status["failed"] = "build failed"
-        return status
-    if problem := not_its_own(out, world):
+    elif problem := not_its_own(out, world):
         status["failed"] = f"after the build: {problem}"
+    (out / "margins.jsonl").unlink(missing_ok=True)  # an earlier run's margins are not this one's
+    if "failed" in status:  # recorded, so that the table shows this run's failure, not an old status
+        (out / "status.json").write_text(json.dumps(status, indent=1))
         return status
-    (out / "margins.jsonl").unlink(missing_ok=True)
     for nb in notebooks:
         path = next(ROOT.glob(f"notebooks/{nb}_*.ipynb"))
         with (out / "run.log").open("a") as log:
@@ -158,21 +159,18 @@ def run_world(world: World, out: Path, notebooks: list[str], fresh: bool) -> dic
 
 
 def not_its_own(out: Path, world: World) -> str | None:
-    """Why the world's models are not the ones its own build trained (prebuilt copies, another
-    seed), or None. Without this check a world could silently measure the prebuilt world."""
+    """Why the world's models are not the ones its own build trained (missing, prebuilt copies,
+    another seed), or None. Without this check a world could silently measure the prebuilt world."""
     manifest_path = out / "cache" / "tiny" / "manifest.json"
     if not manifest_path.exists():
         return f"no manifest in {manifest_path.parent}"
     manifest = json.loads(manifest_path.read_text())
-    wrong = [
-        f"{part} ({rec.get('source')}, seed {manifest.get('report', {}).get(part, {}).get('spec', {}).get('seed')})"
-        for part, rec in manifest.get("parts", {}).items()
-        if part in MODEL_PARTS
-        and (
-            rec.get("source") != "trained here"
-            or manifest.get("report", {}).get(part, {}).get("spec", {}).get("seed") != world.seed
-        )
-    ]
+    wrong = []
+    for part in MODEL_PARTS:
+        source = manifest.get("parts", {}).get(part, {}).get("source", "missing")
+        seed = manifest.get("report", {}).get(part, {}).get("spec", {}).get("seed")
+        if source != "trained here" or seed != world.seed:
+            wrong.append(f"{part} ({source}, seed {seed})")
     return f"not trained here with seed {world.seed}: {', '.join(wrong)}" if wrong else None
 
 

@@ -37,3 +37,8 @@ def test_a_world_whose_models_are_not_its_own_build_is_caught(tmp_path):
     assert "tiny-base (prebuilt, seed 0)" in robustness.not_its_own(tmp_path, world)
     manifest("trained here", 0)
     assert "seed 0" in robustness.not_its_own(tmp_path, world)
+    manifest("trained here", 1)
+    data = json.loads((tiny / "manifest.json").read_text())
+    del data["parts"]["tiny-teacher"]  # a part the build never made
+    (tiny / "manifest.json").write_text(json.dumps(data))
+    assert "tiny-teacher (missing" in robustness.not_its_own(tmp_path, world)

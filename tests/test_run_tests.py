@@ -1,5 +1,6 @@
 """scripts/run_tests.py: make test's groups and CI's other checks share one queue, in a safe order."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -40,8 +41,11 @@ def test_a_group_waits_for_the_groups_it_reads_from():
     assert queue.take() is second
 
 
-def test_a_thread_cap_from_outside_holds(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def test_a_thread_cap_from_outside_holds_and_never_raises_a_lanes_share(monkeypatch):
+    cores = os.cpu_count() or 1
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert run_tests.lane_threads(1) == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # make test-min inside one of CI's two lanes
     assert run_tests.lane_threads(1) == 1
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    assert run_tests.lane_threads(1) >= 1
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores * 4))
+    assert run_tests.lane_threads(2) == max(1, cores // 2)
