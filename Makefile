@@ -17,6 +17,9 @@ STAMP := $(VENV)/.course-installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 TINY_PARTS := data tokenizer tiny-base tiny-chat tiny-vlm tiny-teacher
+# llama-cpp-python (notebook 10) compiles llama.cpp: for any x86/ARM CPU (not only this one's
+# instruction set, so a cached build moves between machines), without the multimodal library.
+SHIP_BUILD := CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"
 
 .PHONY: install tiny tiny-from-scratch lab test lint run guide bench e2e colab-check test-min robustness rehearse launches publish clean
 
@@ -30,13 +33,15 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || { \
 	  if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install --quiet torch; \
 	  else $(PY) -m pip install --quiet torch==2.13.0; fi; }
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(SHIP_BUILD) $(PY) -m pip install --quiet -e ".[dev,ship]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-# The whole tiny world: data generated here, the models copied from data/tiny-world/ (seconds).
+# The whole tiny world: data generated here, the models copied from data/tiny-world/ (seconds); and
+# llama.cpp's converters for notebook 10, from the llama-cpp-python source package (once).
 tiny: install
 	$(OFFLINE) $(PY) -m helpers.tiny build --only $(TINY_PARTS)
+	$(PY) -m helpers.shipping
 
 # Every model retrained here, as the prebuilt ones were (26 minutes measured on a 2-core Xeon, one thread; more on slower CPUs).
 tiny-from-scratch: install
@@ -99,7 +104,7 @@ test-min: tiny
 	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(MIN_VENV)/bin/python -c "import torch" 2>/dev/null || $(MIN_VENV)/bin/python -m pip install --quiet torch==2.13.0
 	mkdir -p build && $(PY) scripts/min_versions.py > build/min-constraints.txt
-	$(MIN_VENV)/bin/python -m pip install --quiet -e ".[dev]" -c build/min-constraints.txt
+	$(SHIP_BUILD) $(MIN_VENV)/bin/python -m pip install --quiet -e ".[dev,ship]" -c build/min-constraints.txt
 	$(MIN_VENV)/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(MIN_VENV)/bin/python -m pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|accelerate|datasets|bitsandbytes) "
 	$(OFFLINE) COURSE_PROFILE=tiny COURSE_CACHE=$(CURDIR)/.course_cache $(PY) scripts/run_tests.py --lanes $(LANES) \

@@ -554,3 +554,85 @@ def check_09_generations(run: Any, reference: Any) -> Checked:
         "their advantages are all 0 and the prompt teaches nothing.",
         detail,
     )
+
+
+# --- 10 evaluate and ship ---------------------------------------------------------------------------
+
+# Ten pairs, each judged twice: (the letter picked with answer X shown first, with Y shown first).
+SWAPPED_VERDICTS = [
+    ("A", "B"), ("A", "A"), ("A", "A"), ("B", "A"), ("A", "A"),
+    ("A", "B"), ("A", "A"), ("B", "B"), ("A", "A"), ("A", "B"),
+]  # fmt: skip
+
+
+def check_10_judge(answer: tuple[float, float] | None) -> Checked:
+    letters = [v for pair in SWAPPED_VERDICTS for v in pair]
+    first = letters.count("A") / len(letters)
+    # The same answer wins in both orders when the letter flips with the swap.
+    consistent = sum(x != y for x, y in SWAPPED_VERDICTS) / len(SWAPPED_VERDICTS)
+    return _check(
+        "10.1",
+        answer,
+        (first, consistent),
+        "'A' is always the answer shown first, so position bias is the share of A among all twenty "
+        "letters. X wins in both orders as ('A', 'B'), Y as ('B', 'A'): consistent pairs are those "
+        "whose two letters differ.",
+        "a tuple (share for the first position, share consistent)",
+        rel=1e-6,
+    )
+
+
+def check_10_bits_per_weight(answer: dict[str, float] | None) -> Checked:
+    block = 32  # weights a block; each block has one 16-bit scale
+    expected = {"Q8_0": (block * 8 + 16) / block, "Q4_0": (block * 4 + 16) / block}
+    detail = ""
+    if isinstance(answer, dict) and _close(answer, expected, 1e-6):
+        detail = (
+            "A 1.7B model: "
+            + ", ".join(f"{k} {1.7e9 * b / 8 / 1e9:.2f} GB" for k, b in expected.items())
+            + "."
+        )
+    checked = _check(
+        "10.2",
+        answer,
+        expected,
+        "bits a block / weights a block: 32 weights x 8 (or 4) bits, plus 16 bits of scale, over 32.",
+        'a dict {"Q8_0": bits, "Q4_0": bits}',
+        rel=1e-6,
+    )
+    return Checked(checked.ok, f"{checked.message} {detail}".rstrip())
+
+
+def check_10_fewshot(run: dict | None, zero_shot: float) -> Checked:
+    """`run`: simple_evaluate's result for a few-shot generation task scored by exact match."""
+    if run is None:
+        return _not_answered("10.3", "the dict simple_evaluate returned for your few-shot task")
+    from helpers.metrics import normalise
+
+    tasks = list(run.get("samples", {}))
+    if len(tasks) != 1:
+        return _report("10.3", False, "run one task, with log_samples=True.", f"Samples for: {tasks}.")
+    task = tasks[0]
+    shots = run.get("n-shot", {}).get(task, 0)
+    if shots < 1:
+        return _report(
+            "10.3", False, "set num_fewshot: 3 and a fewshot_split in the YAML.", f"{task} ran {shots}-shot."
+        )
+    samples = run["samples"][task]
+    recomputed = sum(normalise(s["filtered_resps"][0]) == normalise(s["target"]) for s in samples) / len(
+        samples
+    )
+    reported = run["results"][task].get("exact_match,none")
+    if reported is None:
+        return _report("10.3", False, "score the task with exact_match, as course_skills does.", "")
+    detail = (
+        f"{task}, {shots}-shot: exact match {reported:.1%} (recomputed from the samples, case and "
+        f"spaces ignored: {recomputed:.1%}); zero-shot {zero_shot:.1%}."
+    )
+    return _report(
+        "10.3",
+        abs(recomputed - reported) < 1e-9,
+        "the harness's exact match and the course's disagree on your samples: set ignore_case: true and "
+        'stop at the end-of-turn token (until: ["<|im_end|>"]), as course_skills does.',
+        detail,
+    )

@@ -44,6 +44,23 @@ def _silent_trainer_log() -> None:
         hf_trainer.PrinterCallback = SilentPrinter
 
 
+def _no_bars() -> None:
+    """Every tqdm bar off, even where a library passes its own `disable=False` (lm-evaluation-harness
+    does, for each request type)."""
+    from tqdm import std
+
+    draw = std.tqdm.__init__
+    if getattr(draw, "course_quiet", False):
+        return
+
+    def silent(self, *args, **kwargs):
+        kwargs["disable"] = True
+        draw(self, *args, **kwargs)
+
+    silent.course_quiet = True
+    std.tqdm.__init__ = silent
+
+
 def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "").strip().lower() in {"1", "true", "yes"}
 
@@ -58,7 +75,15 @@ def quiet() -> bool:
     if verbose():
         return False
     # Loggers first: bitsandbytes warns while it is imported, and transformers.trainer imports it.
-    for name in ("bitsandbytes", "accelerate", "peft", "trl", "torch.distributed.elastic"):
+    for name in (
+        "bitsandbytes",
+        "accelerate",
+        "peft",
+        "trl",
+        "torch.distributed.elastic",
+        "lm_eval",
+        "llama-cpp-python",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
     deepspeed = logging.getLogger("DeepSpeed")  # "Setting accelerator to CPU" on every CPU import
     if not any(isinstance(f, _ErrorsOnly) for f in deepspeed.filters):
@@ -68,6 +93,7 @@ def quiet() -> bool:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     _silent_trainer_log()
+    _no_bars()
     try:
         import datasets
 

@@ -70,6 +70,10 @@ ADVICE = {
         "nothing beyond `make tiny`: it trains its own reward model and DPO model in the run.",
         "section 8's chain (a DPO and a GRPO run); keep section 7, the reward-hacking curve.",
     ),
+    "10_evaluate_and_ship.ipynb": (
+        "`make install`, which compiles llama.cpp (a few minutes, once), and notebook 09, whose saved chain this lesson evaluates; without it a short SFT and DPO run here first.",
+        "section 3's table of harness settings; keep the agreement check and the GGUF checks.",
+    ),
 }
 
 

@@ -51,6 +51,9 @@ WRONG = {
     "08.2": lambda p: ex.check_08_moe((46.7, 46.7)),
     "09.1": lambda p: ex.check_09_pass_at_k((0.3, 1 - 0.7**5)),  # samples drawn with replacement
     "09.2": lambda p: ex.check_09_advantages([(r - 0.25) / 0.433 for r in ex.GROUP_REWARDS]),  # n, not n - 1
+    "10.1": lambda p: ex.check_10_judge((0.75, 0.3)),  # consistency counted as the same letter twice
+    "10.2": lambda p: ex.check_10_bits_per_weight({"Q8_0": 8.0, "Q4_0": 4.0}),  # the scales forgotten
+    "10.3": lambda p: ex.check_10_fewshot(_fewshot_run(shots=0), zero_shot=0.1),
 }
 
 
@@ -125,3 +128,19 @@ def test_generations_check_wants_fewer_generations_and_more_groups_without_signa
     assert "not answered" in repr(ex.check_09_generations(None, reference))
     with pytest.raises(ValueError, match="train it first"):
         ex.check_09_generations(_grpo_run(2, []), reference)
+
+
+def _fewshot_run(shots: int, replies=("S", "7 "), targets=("s", "7"), reported: float = 1.0) -> dict:
+    """What check_10_fewshot reads from simple_evaluate's result."""
+    samples = [{"filtered_resps": [r], "target": t} for r, t in zip(replies, targets)]
+    return {
+        "samples": {"mine": samples},
+        "n-shot": {"mine": shots},
+        "results": {"mine": {"exact_match,none": reported}},
+    }
+
+
+def test_fewshot_check_recomputes_exact_match_from_the_samples():
+    assert ex.check_10_fewshot(_fewshot_run(shots=3), zero_shot=0.0)
+    assert not ex.check_10_fewshot(_fewshot_run(shots=3, reported=0.5), zero_shot=0.0)  # case counted
+    assert "not answered" in repr(ex.check_10_fewshot(None, zero_shot=0.0))

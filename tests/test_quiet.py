@@ -33,6 +33,8 @@ PROBE = textwrap.dedent(
     import transformers.trainer as hf_trainer
     printer = hf_trainer.PrinterCallback()  # what Trainer adds when its bar is off
     printer.on_log(None, type("State", (), {"is_local_process_zero": True})(), None, logs={"loss": 1.25})
+    from tqdm.auto import tqdm
+    print("own bar off:", tqdm(range(3), disable=False).disable)  # as lm-evaluation-harness asks
     """
 )
 
@@ -58,6 +60,7 @@ def test_quiet_mutes_bars_chatter_and_known_warnings_but_not_errors():
     assert "bars: False" in out
     assert "disable_tqdm: True" in out  # Trainer's bar follows transformers' verbosity
     assert "1.25" not in out  # and its per-step log lines are dropped
+    assert "own bar off: True" in out
 
 
 def test_course_verbose_keeps_everything():
@@ -68,3 +71,4 @@ def test_course_verbose_keeps_everything():
     assert "bars: True" in out
     assert "disable_tqdm: False" in out
     assert "1.25" in out
+    assert "own bar off: False" in out

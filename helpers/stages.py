@@ -1,0 +1,125 @@
+"""The course's chain of models, base -> SFT -> DPO -> GRPO, for notebook 10 to evaluate and ship.
+
+Notebook 09 trains and saves the whole chain (its SFT, DPO and GRPO stages). Where it has not run,
+`course_chain` trains the SFT and DPO stages briefly here with 09's recipes (full fine-tuning of
+the base on the chat rows; a LoRA DPO run on the preference pairs, kept as an adapter and merged)
+and leaves GRPO out: a GRPO run is notebook 09's subject and takes minutes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers.registry import runs_dir
+from helpers.runtime import Profile
+
+SAVED = "model.safetensors"
+
+
+def chain_from_09(profile: Profile) -> dict[str, Path] | None:
+    """09's saved stages, or None when any is missing (09 saves GRPO last, after the others)."""
+    runs = runs_dir(profile.name, "09_rl_grpo")
+    stages = {
+        "SFT": runs / "sft",
+        "DPO": runs / "dpo",
+        "GRPO": runs / "grpo",
+        "DPO adapter": runs / "dpo-adapter",
+    }
+    found = all((p / SAVED).exists() or (p / "adapter_model.safetensors").exists() for p in stages.values())
+    return stages if found else None
+
+
+def _common(profile: Profile, output_dir: Path) -> dict:
+    return {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": profile.sizes.batch_size,
+        "max_length": profile.sizes.max_length,
+        "bf16": profile.bf16,
+        "fp16": profile.fp16,
+        "use_cpu": profile.device == "cpu",
+        "gradient_checkpointing": False,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "seed": profile.seed,
+    }
+
+
+def short_sft(profile: Profile, out: Path, steps: int = 150) -> Path:
+    """09's SFT stage: full fine-tuning of the base model, loss on the answers only, saved to `out`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from helpers.data import load_split
+    from helpers.training import ensure_training_template
+
+    tokenizer = ensure_training_template(AutoTokenizer.from_pretrained(profile.models["base"]))
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(profile.models["base"], dtype=torch.float32),
+        train_dataset=load_split(profile, "chat", "train", n=profile.sizes.n_train).select_columns(
+            ["messages"]
+        ),
+        processing_class=tokenizer,
+        args=SFTConfig(
+            max_steps=min(steps, profile.sizes.max_steps),
+            gradient_accumulation_steps=profile.sizes.grad_accum,
+            learning_rate=1e-3 if profile.name == "tiny" else 2e-5,
+            lr_scheduler_type="cosine",
+            warmup_steps=min(10, steps // 5),
+            assistant_only_loss=True,
+            **_common(profile, out.parent / f"{out.name}-run"),
+        ),
+    )
+    trainer.train()
+    trainer.save_model(str(out))  # safetensors, with the tokenizer
+    return out
+
+
+def short_dpo(profile: Profile, sft: Path, out: Path, adapter: Path, steps: int = 60) -> Path:
+    """09's DPO stage: LoRA on the SFT model; the adapter saved to `adapter`, the merged model to `out`."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+    from trl.data_utils import maybe_extract_prompt
+
+    from helpers.data import load_split
+
+    tokenizer = AutoTokenizer.from_pretrained(sft)
+    pairs = load_split(profile, "preference", "train", n=profile.sizes.n_train).map(maybe_extract_prompt)
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(sft, dtype=torch.float32).to(profile.device),
+        args=DPOConfig(
+            max_steps=min(steps, profile.sizes.max_steps),
+            gradient_accumulation_steps=2,
+            learning_rate=2e-3 if profile.name == "tiny" else 5e-5,
+            beta=0.5,
+            **_common(profile, out.parent / f"{out.name}-run"),
+        ),
+        train_dataset=pairs.select_columns(["prompt", "chosen", "rejected"]),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    trainer.train()
+    trainer.model.save_pretrained(adapter)  # the adapter alone, safetensors
+    trainer.model.merge_and_unload().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def course_chain(profile: Profile, lesson: str = "10_evaluate_and_ship") -> tuple[dict[str, Path | str], str]:
+    """Each stage's model (a hub id or a folder), the DPO adapter under "DPO adapter", and where
+    they came from."""
+    stages: dict[str, Path | str] = {"base": profile.models["base"]}
+    from_09 = chain_from_09(profile)
+    if from_09:
+        return stages | from_09, "notebook 09's chain (its SFT, DPO and GRPO stages)"
+    runs = runs_dir(profile.name, lesson)
+    sft, dpo, adapter = runs / "sft", runs / "dpo", runs / "dpo-adapter"
+    if not (sft / SAVED).exists():
+        short_sft(profile, sft)
+    if not ((dpo / SAVED).exists() and (adapter / "adapter_model.safetensors").exists()):
+        short_dpo(profile, sft, dpo, adapter)
+    stages |= {"SFT": sft, "DPO": dpo, "DPO adapter": adapter}
+    return stages, "a short SFT and DPO run here (run notebook 09 to add its GRPO stage)"

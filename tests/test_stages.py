@@ -1,0 +1,41 @@
+"""The chain notebook 10 evaluates: notebook 09's when it saved one, else a short SFT and DPO run
+(kept, so a second call trains nothing), the DPO stage also as its LoRA adapter."""
+
+import dataclasses
+
+import pytest
+
+from helpers import stages
+from helpers.runtime import get_profile
+
+
+@pytest.fixture
+def profile(tmp_path, monkeypatch):
+    full = get_profile()  # model paths into the real tiny world, built before the cache moves
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    return dataclasses.replace(full, sizes=dataclasses.replace(full.sizes, max_steps=3, n_train=64))
+
+
+def test_without_09_a_short_chain_is_trained_once(profile, tmp_path):
+    assert stages.chain_from_09(profile) is None
+    chain, source = stages.course_chain(profile)
+    assert "short SFT and DPO" in source and "GRPO" not in chain
+    assert list(chain) == ["base", "SFT", "DPO", "DPO adapter"]
+    for stage in ("SFT", "DPO"):
+        assert (chain[stage] / "model.safetensors").exists()
+    assert (chain["DPO adapter"] / "adapter_model.safetensors").exists()
+    made = (chain["DPO"] / "model.safetensors").stat().st_mtime_ns
+    again, _ = stages.course_chain(profile)
+    assert again == chain and (chain["DPO"] / "model.safetensors").stat().st_mtime_ns == made
+
+
+def test_09s_saved_chain_is_used_when_whole(profile, tmp_path):
+    runs = tmp_path / "runs" / profile.name / "09_rl_grpo"
+    for stage in ("sft", "dpo", "grpo"):
+        (runs / stage).mkdir(parents=True)
+        (runs / stage / "model.safetensors").write_bytes(b"")
+    assert stages.chain_from_09(profile) is None  # no adapter yet: 09 stopped part way
+    (runs / "dpo-adapter").mkdir()
+    (runs / "dpo-adapter" / "adapter_model.safetensors").write_bytes(b"")
+    chain, source = stages.course_chain(profile)
+    assert "notebook 09" in source and chain["GRPO"] == runs / "grpo"
