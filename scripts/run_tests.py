@@ -65,7 +65,7 @@ GROUPS = [
     Group((f"{NB}/08_efficient_architectures.ipynb",), 0.6),
     Group((f"{NB}/09_rl_grpo.ipynb",), 9.2),
     Group((f"{SOL}/09_rl_grpo_solutions.ipynb",), 0.5, after=(f"{NB}/09_rl_grpo.ipynb",)),
-    Group((f"{NB}/10_evaluate_and_ship.ipynb",), 2.0, after=(f"{NB}/09_rl_grpo.ipynb",)),
+    Group((f"{NB}/10_evaluate_and_ship.ipynb",), 0.7, after=(f"{NB}/09_rl_grpo.ipynb",)),
     Group(
         tuple(f"{SOL}/{name}_solutions.ipynb" for name in (
             "00_setup", "01_token_lengths", "02_lora_sft", "03_vlm_chartqa", "04_dpo", "05_distillation",
@@ -79,7 +79,7 @@ GROUPS = [
 # CI's other checks, minutes measured in a local CI run at one torch thread (they only order the queue).
 CI_MINUTES = {"e2e": 0.9, "colab-check": 2.8, "test-min": 5.8, "stand-ins": 0.6, "colab 07_gpu_tuning": 8.6,
               "colab 06_multi_gpu": 2.9, "colab 04_dpo": 2.3, "colab 05_distillation": 2.0,
-              "colab 09_rl_grpo": 3.5, "colab solutions": 1.8, "full solutions": 2.8}  # fmt: skip
+              "colab 09_rl_grpo": 3.5, "colab 10_evaluate_and_ship": 2.0, "colab solutions": 1.8, "full solutions": 2.8}  # fmt: skip
 
 
 # The rehearsal runs 10 before 09, so that 10 trains its own short chain there (the path of a
