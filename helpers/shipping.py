@@ -99,10 +99,15 @@ def fetch_converters(log=print) -> Path:
             ]
             for m in members:
                 m.name = m.name[len(prefix) :]
-            archive.extractall(staging, members=members, filter="data")
-        tools.parent.mkdir(parents=True, exist_ok=True)
+            # The "data" filter refuses links and paths out of the folder (Python 3.10.12+, 3.11.4+).
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            archive.extractall(staging, members=members, **safe)
+        # Copied beside its place, then renamed: a copy cut short is never taken for the converters.
+        partial = tools.with_name(tools.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.move(str(staging), partial)
         shutil.rmtree(tools, ignore_errors=True)
-        shutil.move(str(staging), tools)  # whole or not at all: a half-unpacked folder is never used
+        partial.rename(tools)
     return tools
 
 
