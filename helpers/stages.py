@@ -17,7 +17,8 @@ SAVED = "model.safetensors"
 
 
 def chain_from_09(profile: Profile) -> dict[str, Path] | None:
-    """09's saved stages, or None when any is missing (09 saves GRPO last, after the others)."""
+    """09's saved stages, or None when any is missing or they are not one run's: 09 saves them in
+    chain order (SFT, DPO adapter, DPO, GRPO), so a GRPO older than the SFT is a rerun cut short."""
     runs = runs_dir(profile.name, "09_rl_grpo")
     stages = {
         "SFT": runs / "sft",
@@ -25,8 +26,12 @@ def chain_from_09(profile: Profile) -> dict[str, Path] | None:
         "GRPO": runs / "grpo",
         "DPO adapter": runs / "dpo-adapter",
     }
-    found = all((p / SAVED).exists() or (p / "adapter_model.safetensors").exists() for p in stages.values())
-    return stages if found else None
+    files = [runs / "sft" / SAVED, runs / "dpo-adapter" / "adapter_model.safetensors"]
+    files += [runs / "dpo" / SAVED, runs / "grpo" / SAVED]
+    if not all(f.exists() for f in files):
+        return None
+    times = [f.stat().st_mtime_ns for f in files]
+    return stages if times == sorted(times) else None
 
 
 def _common(profile: Profile, output_dir: Path) -> dict:

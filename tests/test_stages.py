@@ -2,6 +2,7 @@
 (kept, so a second call trains nothing), the DPO stage also as its LoRA adapter."""
 
 import dataclasses
+import os
 
 import pytest
 
@@ -29,13 +30,20 @@ def test_without_09_a_short_chain_is_trained_once(profile, tmp_path):
     assert again == chain and (chain["DPO"] / "model.safetensors").stat().st_mtime_ns == made
 
 
-def test_09s_saved_chain_is_used_when_whole(profile, tmp_path):
+def test_09s_saved_chain_is_used_when_whole_and_from_one_run(profile, tmp_path):
     runs = tmp_path / "runs" / profile.name / "09_rl_grpo"
-    for stage in ("sft", "dpo", "grpo"):
-        (runs / stage).mkdir(parents=True)
-        (runs / stage / "model.safetensors").write_bytes(b"")
-    assert stages.chain_from_09(profile) is None  # no adapter yet: 09 stopped part way
-    (runs / "dpo-adapter").mkdir()
-    (runs / "dpo-adapter" / "adapter_model.safetensors").write_bytes(b"")
+
+    def save(stage, name="model.safetensors", at=0):
+        (runs / stage).mkdir(parents=True, exist_ok=True)
+        (runs / stage / name).write_bytes(b"")
+        os.utime(runs / stage / name, ns=(at, at))
+
+    save("sft", at=1)
+    save("dpo", at=3)
+    save("grpo", at=4)
+    assert stages.chain_from_09(profile) is None  # no adapter: 09 stopped part way
+    save("dpo-adapter", "adapter_model.safetensors", at=2)
     chain, source = stages.course_chain(profile)
     assert "notebook 09" in source and chain["GRPO"] == runs / "grpo"
+    save("sft", at=5)  # 09 run again and stopped after its SFT stage: GRPO is the old run's
+    assert stages.chain_from_09(profile) is None
