@@ -21,7 +21,7 @@ TINY_PARTS := data tokenizer tiny-base tiny-chat tiny-vlm tiny-teacher
 # instruction set, so a cached build moves between machines), without the multimodal library.
 SHIP_BUILD := CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"
 
-.PHONY: install tiny tiny-from-scratch lab test lint run guide bench e2e colab-check test-min robustness rehearse launches publish clean
+.PHONY: install tiny tiny-from-scratch lab test lint run guide budget bench e2e colab-check test-min robustness rehearse launches publish clean
 
 install: $(STAMP)
 
@@ -67,6 +67,11 @@ lint: install
 
 run: tiny
 	$(OFFLINE) $(PY) scripts/run_notebooks.py notebooks build
+
+# Every lesson's GPU runs, estimated (minutes, peak memory, fit on a T4 / an A100); README's GPU
+# columns rewritten from the estimates.
+budget: install
+	$(PY) -m helpers.budget --write
 
 # docs/instructor_guide.md from the timings `make run` just measured.
 guide: run
