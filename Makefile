@@ -21,7 +21,7 @@ TINY_PARTS := data tokenizer tiny-base tiny-chat tiny-vlm tiny-teacher
 # instruction set, so a cached build moves between machines), without the multimodal library.
 SHIP_BUILD := CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"
 
-.PHONY: install tiny tiny-from-scratch lab test lint run guide budget bench e2e colab-check test-min robustness rehearse launches publish clean
+.PHONY: install tiny tiny-from-scratch lab test lint run guide budget bench e2e colab-check test-min robustness rehearse launches cluster-check publish clean
 
 install: $(STAMP)
 
@@ -82,6 +82,12 @@ guide: run
 # `make tiny-from-scratch` plus `make run`: about 20 minutes to 2 hours on 2 cores, by machine.
 robustness: install
 	$(PY) scripts/robustness.py $(ARGS)
+
+# From one machine to a cluster, for real on this one: scripts/train_distributed.py as two nodes
+# (c10d rendezvous on localhost), scripts/slurm/train.sbatch on a one-host SLURM cluster started
+# here (`apt-get install slurm-wlm munge`), LLaMA-Factory's CLI in .venv-llamafactory on the tiny model.
+cluster-check: tiny
+	$(OFFLINE) $(PY) scripts/cluster_check.py $(ARGS)
 
 # Notebook 06's launches, 20 of each strategy on two CPU processes: how often one fails, and why.
 launches: tiny

@@ -79,7 +79,8 @@ GROUPS = [
 # CI's other checks, minutes measured in a local CI run at one torch thread (they only order the queue).
 CI_MINUTES = {"e2e": 0.9, "colab-check": 2.8, "test-min": 5.8, "stand-ins": 0.6, "colab 07_gpu_tuning": 8.6,
               "colab 06_multi_gpu": 2.9, "colab 04_dpo": 2.3, "colab 05_distillation": 2.0,
-              "colab 09_rl_grpo": 3.5, "colab 10_evaluate_and_ship": 2.0, "colab solutions": 1.8, "full solutions": 2.8}  # fmt: skip
+              "colab 09_rl_grpo": 3.5, "colab 10_evaluate_and_ship": 2.0, "colab solutions": 1.8, "full solutions": 2.8,
+              "cluster-check": 4.5}  # fmt: skip
 
 
 # The rehearsal runs 10 before 09, so that 10 trains its own short chain there (the path of a
@@ -105,6 +106,8 @@ def ci_groups(python: str) -> list[Group]:
         check("colab-check", python, "scripts/check_colab_ready.py"),
         check("test-min", "make", "test-min", "LANES=1"),
         check("stand-ins", python, "-c", "from helpers import stand_ins; stand_ins.build()"),
+        # after 02: LLaMA-Factory's model is scored beside 02's merged model
+        check("cluster-check", "make", "cluster-check", after=(f"{NB}/02_lora_sft.ipynb",)),
     ]
     reads = {p: g.after for g in GROUPS for p in g.paths}  # what a lesson reads, from make test's groups
     reads |= REHEARSAL_ORDER

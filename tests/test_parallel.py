@@ -153,3 +153,41 @@ def test_rank_logs_show_the_failing_ranks_own_traceback(tmp_path):
     assert "ValueError: planted on rank 1" in stderr[1] and "planted" not in stderr[0]
     assert "rank 0 fine" in stdout[0]
     assert rank_logs(tmp_path / "nothing") == {}
+
+
+def _hostfile_slots() -> dict[str, int]:
+    lines = [ln.split() for ln in (DATA / "deepspeed_hostfile").read_text().splitlines()]
+    return {ln[0]: int(ln[1].split("=")[1]) for ln in lines if ln and not ln[0].startswith("#")}
+
+
+def _sbatch_directives() -> dict[str, str]:
+    text = (DATA.parent / "scripts" / "slurm" / "train.sbatch").read_text()
+    return dict(
+        ln[len("#SBATCH --") :].split("=", 1) for ln in text.splitlines() if ln.startswith("#SBATCH --")
+    )
+
+
+def test_the_multi_node_configs_describe_one_cluster():
+    """accelerate's multi-node config, DeepSpeed's hostfile and the sbatch script: 2 machines x 4 GPUs."""
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(str(DATA / "accelerate_multinode.yaml"))
+    slots = _hostfile_slots()
+    sbatch = _sbatch_directives()
+    assert config.num_machines == len(slots) == int(sbatch["nodes"]) == 2
+    assert config.num_processes == sum(slots.values()) == int(sbatch["nodes"]) * int(sbatch["gpus-per-node"])
+    assert config.machine_rank == 0 and config.main_process_ip and config.main_process_port
+    assert sbatch["ntasks-per-node"] == "1", "one torchrun launcher per node; it starts one process per GPU"
+
+
+def test_the_sbatch_script_launches_one_torchrun_per_task_at_a_c10d_rendezvous():
+    text = (DATA.parent / "scripts" / "slurm" / "train.sbatch").read_text()
+    for needed in (
+        "srun",
+        "--nnodes $SLURM_NTASKS",
+        "--node-rank \\$SLURM_PROCID",
+        "--rdzv-backend c10d",
+        "scontrol show hostnames",
+        "scripts/train_distributed.py",
+    ):
+        assert needed in text, needed
