@@ -568,6 +568,7 @@ def _runs_10(p: str, s: registry.Sizes) -> list[Run]:
             _generate(f"GGUF {kind} on the CPU (llama.cpp)", "base", q, on_cpu=True, gguf=kind)
             for kind in GGUF_BYTES_PER_WEIGHT
         ],
+        _generate("GGUF F32 with the DPO adapter's GGUF, on the CPU", "base", q, on_cpu=True, gguf="F32"),
     ]
 
 
