@@ -282,9 +282,12 @@ def _lora(p: str, s: registry.Sizes, **kw) -> TrainSetup:
 
 
 def _runs_02(p: str, s: registry.Sizes) -> list[Run]:
-    main = _lora(p, s, gradient_checkpointing=True)
+    # notebook 01's max_length, at most the profile's cap
+    main = replace(_lora(p, s, gradient_checkpointing=True), seq_len=s.max_length_cap)
     # Padding-free comparison runs: a micro-batch is its rows concatenated into one sequence.
-    packed = replace(main, batch_size=1, seq_len=s.batch_size * s.max_length, gradient_checkpointing=False)
+    packed = replace(
+        main, batch_size=1, seq_len=s.batch_size * s.max_length_cap, gradient_checkpointing=False
+    )
     half = s.max_steps // 2
     return [
         _generate("base model before SFT", "base", s.n_eval),
@@ -404,10 +407,10 @@ def _runs_04(p: str, s: registry.Sizes) -> list[Run]:
 
 def _runs_05(p: str, s: registry.Sizes) -> list[Run]:
     prompts = min(150, s.max_steps) * 8
-    student = TrainSetup(method="full", precision="mixed", batch_size=8, seq_len=s.max_length)
+    student = TrainSetup(method="full", precision="mixed", batch_size=8, seq_len=s.max_length_cap)
     return [
         _generate("teacher answers the training prompts", "teacher", prompts, new_tokens=48),
-        Run("teacher's top-k logits over its answers", "teacher", scored=prompts, score_len=s.max_length),
+        Run("teacher's top-k logits over its answers", "teacher", scored=prompts, score_len=s.max_length_cap),
         _generate("teacher answers the held-out questions", "teacher", s.n_eval),
         Run(
             "students: labels, logits, text, every label; T = 2 and 4",

@@ -83,16 +83,37 @@ class Sizes:
     batch_size: int  # rows per device step
     grad_accum: int  # steps accumulated per optimizer step
     max_length: int  # tokens per row, before notebook 01 measures a better one
+    max_length_cap: int  # the longest rows the lessons' runs are sized for (helpers.budget)
 
-
-# Rough wall time of one lesson notebook. tiny: measured by `make run` (see README); GPU profiles:
-# estimates until measured on such a GPU.
-EXPECTED_MINUTES = {"tiny": "under 2 (CPU)", "colab": "5-15 (T4, estimate)", "full": "3-10 (A100, estimate)"}
 
 SIZES = {
-    "tiny": Sizes(n_train=2000, n_eval=200, max_steps=200, batch_size=8, grad_accum=2, max_length=256),
-    "colab": Sizes(n_train=5000, n_eval=200, max_steps=500, batch_size=8, grad_accum=4, max_length=1024),
-    "full": Sizes(n_train=20000, n_eval=500, max_steps=1000, batch_size=16, grad_accum=2, max_length=2048),
+    "tiny": Sizes(
+        n_train=2000,
+        n_eval=200,
+        max_steps=200,
+        batch_size=8,
+        grad_accum=2,
+        max_length=256,
+        max_length_cap=512,
+    ),
+    "colab": Sizes(
+        n_train=5000,
+        n_eval=200,
+        max_steps=500,
+        batch_size=8,
+        grad_accum=4,
+        max_length=1024,
+        max_length_cap=1024,
+    ),
+    "full": Sizes(
+        n_train=20000,
+        n_eval=500,
+        max_steps=1000,
+        batch_size=16,
+        grad_accum=2,
+        max_length=2048,
+        max_length_cap=2048,
+    ),
 }
 
 
