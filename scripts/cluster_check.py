@@ -206,6 +206,7 @@ def slurm() -> dict:
             "PYTHON": PYTHON,
             "OUT": str(out),
             "STEPS": str(STEPS),
+            "MASTER_PORT": str(free_port()),  # not 29500: another job on this host may hold it
         }
         cmd = ["sbatch", "--parsable", "--nodes", "1", "--ntasks-per-node", "2", "--gpus-per-node", "0"]
         cmd += ["--cpus-per-task", "1", "--output", f"{folder}/job-%j.out", "scripts/slurm/train.sbatch"]
