@@ -4,8 +4,7 @@
     python scripts/cluster_check.py two-nodes       # one of them
 
 two-nodes     scripts/train_distributed.py (DDP over gloo) as two "nodes" on localhost: two torchrun
-              launchers (--nnodes 2 --node-rank 0 and 1) that meet at a c10d rendezvous, as on two
-              machines; every step's loss is compared with one process on the same global batches.
+              launchers (--nnodes 2 each) that meet at a c10d rendezvous, as on two machines; every step's loss is compared with one process on the same global batches.
 slurm         scripts/slurm/train.sbatch submitted with `sbatch` to a one-host SLURM cluster started
               here (Debian's slurm-wlm and munge; `apt-get install slurm-wlm munge`, as root). Debian's
               build cannot run two slurmd on one host, so the job is one node with two tasks, each
@@ -103,7 +102,7 @@ def two_nodes() -> dict:
     shutil.rmtree(out, ignore_errors=True)
     port, logs, procs = free_port(), [], []
     for node in (0, 1):  # on a cluster: one of these per machine, --rdzv-endpoint the first node's address
-        cmd = [PYTHON, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node)]
+        cmd = [PYTHON, "-m", "torch.distributed.run", "--nnodes", "2"]  # the rendezvous numbers the nodes
         cmd += ["--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"]
         cmd += ["--rdzv-id", "course-two-nodes", "scripts/train_distributed.py", "--strategy", "ddp"]
         cmd += ["--steps", str(STEPS), "--out", str(out)]

@@ -185,7 +185,6 @@ def test_the_sbatch_script_launches_one_torchrun_per_task_at_a_c10d_rendezvous()
     for needed in (
         "srun",
         "--nnodes $SLURM_NTASKS",
-        "--node-rank \\$SLURM_PROCID",
         "--rdzv-backend c10d",
         "scontrol show hostnames",
         "scripts/train_distributed.py",
