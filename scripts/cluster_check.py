@@ -252,7 +252,7 @@ def llamafactory_venv() -> Path:
         return cli
     print(f"  creating {LF_VENV.name}: {' '.join(LF_PACKAGES)} (about a minute)")
     subprocess.run([sys.executable, "-m", "venv", str(LF_VENV)], check=True)
-    pip = [str(LF_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    pip = [str(LF_VENV / "bin" / "python"), "-m", "pip", "install", "-qq"]  # errors only
     subprocess.run([*pip, *LF_PACKAGES], check=True)
     # torchvision and torchaudio come as builds for another torch; their compiled ops fail to load
     # against the CPU build (torchvision's nms, torchaudio's library). Text fine-tuning needs neither;
