@@ -6,10 +6,12 @@ model = load_for_training(path, profile, bits=4) # guarded against the CPU 4-bit
 render_label_mask(tokenizer, ids, labels)        # which tokens carry loss, in colour
 token_batches(rows, lengths, max_tokens=4096)    # scoring batches that fit a GPU once padded
 model = trained_model(trainer)                   # after train(): the model as saved and reloaded
+release(trainer)                                 # keep its log and settings, free its model and optimizer
 """
 
 from __future__ import annotations
 
+import gc
 import html
 from collections.abc import Sequence
 from typing import TypeVar
@@ -160,3 +162,21 @@ def trained_model(trainer) -> torch.nn.Module:
     leaves it there: after `train()` the model still computes in half precision, while the same
     weights saved and reloaded compute in float32 (tests/test_training.py measures the gap)."""
     return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()
+
+
+def release(trainer) -> None:
+    """Free what a finished trainer holds on the device: its model, a reference model and the
+    optimizer's states; keep its settings (`args`) and log (`state.log_history`).
+
+    A Trainer keeps its optimizer after `train()`, and accelerate keeps references to the model
+    and optimizer it prepared. A lesson that runs several trainers one after another then holds
+    every earlier model with AdamW's two states: for a 1.7B model in float32, 27 GB each. Its
+    callbacks' handler holds the model and optimizer too."""
+    trainer.accelerator.free_memory()
+    for holder in (trainer, trainer.callback_handler):
+        for name in ("model", "model_wrapped", "ref_model", "optimizer", "lr_scheduler"):
+            if hasattr(holder, name):
+                setattr(holder, name, None)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,5 +1,8 @@
 """helpers.training: the CPU 4-bit guard, the training template, and TRL's label mask."""
 
+import gc
+import weakref
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -12,6 +15,7 @@ from helpers.training import (
     load_for_training,
     quantization_config,
     token_batches,
+    release,
     trainable_in_float32,
     trained_model,
 )
@@ -213,3 +217,31 @@ def test_the_trained_model_computes_like_its_reloaded_copy(tiny, tmp_path):
         unwrapped = trained_model(trainer)(input_ids=ids).logits
     assert (wrapped - expected).abs().max() > 1e-4  # the trap this guards against is still there
     assert torch.allclose(unwrapped, expected, atol=1e-5)
+
+
+def test_a_released_trainer_frees_its_model_and_optimizer_and_keeps_its_log(tiny, tmp_path):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    model = AutoModelForCausalLM.from_pretrained(models_for("tiny")["base"], dtype=torch.float32)
+    ids = torch.randint(4, 1000, (4, 12))
+    rows = Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=rows)
+    trainer.train()
+    model_ref, optimizer_ref = weakref.ref(model), weakref.ref(trainer.optimizer)
+    del model
+    gc.collect()
+    assert model_ref() is not None and optimizer_ref() is not None  # a trainer alone keeps both
+    release(trainer)
+    assert model_ref() is None and optimizer_ref() is None
+    assert trainer.args.max_steps == 2 and any("loss" in h for h in trainer.state.log_history)
