@@ -64,3 +64,21 @@ def test_robustness_table_reports_every_world_and_fails_on_a_failed_check(tmp_pa
     assert "| 02 gain | 0.3 (+0.1) | 0.1 (-0.1) FAIL | -0.1 |" in table
     assert "band 5.0%" in table  # 60% and 55%: inside the 10-point band
     assert "+7.0% FAIL" in table  # the teacher leads by 7 points, 10 required
+
+
+def test_robustness_table_of_worlds_built_in_part_leaves_the_world_rows_out(tmp_path):
+    # --parts data tokenizer tiny-base (notebook 09's check): no chat model, no teacher to compare.
+    out = tmp_path / "seed2-avx2"
+    out.mkdir()
+    row = {"name": "09 gain", "value": 0.4, "bound": 0.1, "direction": "above", "margin": 0.3, "ok": True}
+    (out / "margins.jsonl").write_text(json.dumps(row) + "\n")
+    status = {"kernels": "avx2", "build_s": 1, "parts": ["data", "tokenizer", "tiny-base"], "notebooks": {}}
+    (out / "status.json").write_text(json.dumps(status))
+    report = [sys.executable, "scripts/robustness.py", "--report", "--out", str(tmp_path)]
+    done = subprocess.run([*report, "--worlds", "seed=2,kernels=avx2"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "not built in these worlds" in (tmp_path / "table.md").read_text()
+    status["notebooks"] = {"09_rl_grpo": {"ok": False, "line": "09_rl_grpo.ipynb FAILED"}}
+    (out / "status.json").write_text(json.dumps(status))  # a failed lesson still fails the run
+    done = subprocess.run([*report, "--worlds", "seed=2,kernels=avx2"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and "09_rl_grpo.ipynb FAILED" in done.stdout
