@@ -4,6 +4,7 @@ memory and minutes, estimated before anything runs.
     python -m helpers.budget                 # every lesson on `colab` (a T4) and `full` (an A100)
     python -m helpers.budget --write         # and put the estimates into README.md's GPU columns
     runs = lesson_runs("02", "colab")        # the runs notebook 02 makes on a T4
+    plan = lesson_plan("09", profile.name)   # what notebook 09 reads: its runs by key, printed as a table
     estimate(run, "colab")                   # its peak memory (the memory planner) and minutes
 
 A run is one training run, or one batch of generation or scoring, with the shapes the notebook
@@ -93,6 +94,28 @@ class Run:
     repeats: int = 1  # the same run again: seeds, sweep points
     lm_head: bool = True  # False: a reward model's one-number head instead of the vocabulary
     to_the_limit: bool = False  # grows until the GPU is full, on purpose (07's largest batch)
+    key: str = ""  # how a notebook that reads its plan names the run (lesson_plan)
+
+    def describe(self) -> str:
+        """One line: what runs, in which shapes."""
+        parts = []
+        if self.setup is not None:
+            s = self.setup
+            parts.append(
+                f"{s.method} {s.precision}, batch {s.batch_size}"
+                + (f" x {self.sequences}" if self.sequences > 1 else "")
+                + f" x {s.seq_len} tokens"
+                + (f", accumulate {self.accum}" if self.accum > 1 else "")
+                + (", checkpointing" if s.gradient_checkpointing else "")
+                + f", {self.steps} steps"
+                + (", reference model" if self.reference else "")
+            )
+        if self.generated:
+            parts.append(f"generates {self.generated:,} x {self.new_tokens} tokens")
+        if self.scored:
+            parts.append(f"scores {self.scored:,} x {self.score_len} tokens")
+        times = f" (x{self.repeats})" if self.repeats > 1 else ""
+        return f"{self.name}{times}: {'; '.join(parts) or 'no GPU work'}"
 
     @property
     def train_tokens(self) -> int:
@@ -246,17 +269,42 @@ def fits(e: Estimate, profile: str) -> bool:
 
 
 def _precision(profile: str) -> str:
-    return "bf16" if profile == "full" else "mixed"  # a T4 trains in fp16 autocast
+    # a T4 trains in fp16 autocast; `tiny`, on a CPU, in float32
+    return {"full": "bf16", "tiny": "fp32"}.get(profile, "mixed")
+
+
+# Lessons whose notebooks read their runs from here (lesson_plan), so declared on `tiny` too.
+PLANNED = ("09",)
 
 
 def lesson_runs(lesson: str, profile: str) -> list[Run]:
-    """The runs notebook `lesson` makes on `profile` ("colab" or "full"), from the same sizes
-    (helpers.registry.SIZES) and lesson constants the notebook uses."""
-    if profile not in PROFILES:
-        raise ValueError(f"profile {profile!r}: GPU runs are declared for {', '.join(PROFILES)}")
+    """The runs notebook `lesson` makes on `profile` ("colab" or "full"; "tiny" too for the lessons
+    in PLANNED), from the same sizes (helpers.registry.SIZES) and lesson constants the notebook uses."""
     if lesson not in _LESSONS:
         raise KeyError(f"lesson {lesson!r}: declared lessons are {', '.join(LESSONS)}")
+    if profile not in PROFILES and not (profile == "tiny" and lesson in PLANNED):
+        raise ValueError(
+            f"profile {profile!r}: lesson {lesson}'s runs are declared for {', '.join(PROFILES)}"
+            + (f"; on tiny too for lessons {', '.join(PLANNED)}" if profile == "tiny" else "")
+        )
     return _LESSONS[lesson](profile, registry.SIZES[profile])
+
+
+class Plan(dict):
+    """A lesson's runs on a profile, by key; printed, one line a run."""
+
+    def __init__(self, lesson: str, profile: str, runs: list[Run]) -> None:
+        super().__init__((r.key or r.name, r) for r in runs)
+        self.lesson, self.profile = lesson, profile
+
+    def __str__(self) -> str:
+        lines = [f"Runs of lesson {self.lesson} on {self.profile} (helpers.budget):"]
+        return "\n".join(lines + [f"  {r.describe()}" for r in self.values()])
+
+
+def lesson_plan(lesson: str, profile: str) -> Plan:
+    """What a notebook reads: its runs on `profile`, by key (Run.key), and a printable table."""
+    return Plan(lesson, profile, lesson_runs(lesson, profile))
 
 
 def _generate(name: str, role: str, n: int, new_tokens: int = 32, **kw) -> Run:
@@ -478,100 +526,118 @@ def _runs_08(p: str, s: registry.Sizes) -> list[Run]:
     ]
 
 
+SEQ_09 = 512
+
+
 def _runs_09(p: str, s: registry.Sizes) -> list[Run]:
-    sft = TrainSetup(method="full", precision="mixed", batch_size=s.batch_size, seq_len=s.max_length)
-    grpo = TrainSetup(method="full", precision="mixed", batch_size=64, seq_len=PROMPT_TOKENS + 8)
+    # Notebook 09 reads these (lesson_plan): change a shape here and the lesson runs it. It trains
+    # the profile's small base model ("student": SmolLM2-360M on `full`, as the 1.7B's full
+    # fine-tuning and GRPO's generations overrun an A100's 20-minute slot), in float32 with autocast.
+    precision = "fp32" if p == "tiny" else "mixed"
+    # Rows cut at 512 tokens: the SFT stage teaches the answer format, the pairs are short answers.
+    seq = min(s.max_length, SEQ_09)
+    sft = TrainSetup(method="full", precision=precision, batch_size=s.batch_size, seq_len=seq)
+    # GRPO: a batch counts completions, 8 per prompt; a prompt and an 8-token answer
+    grpo = TrainSetup(method="full", precision=precision, batch_size=64, seq_len=PROMPT_TOKENS + 8)
     steps = min(200, s.max_steps)
     k, q = 8, s.n_eval
     return [
-        Run("short SFT stage", "base", sft, steps=min(150, s.max_steps), accum=s.grad_accum),
+        Run("short SFT stage", "student", sft, key="sft", steps=min(150, s.max_steps), accum=s.grad_accum),
         _generate(
-            "scored with samples: greedy and 8 samples a question (x5 models)", "base", q * (1 + k), repeats=5
+            "scored with samples: greedy and 8 samples a question, a model", "student", q * (1 + k), repeats=5
         ),
-        _generate("scored greedy (x5 models)", "base", q, repeats=5),
+        _generate("scored greedy, a model", "student", q, repeats=5),
         Run(
-            "GRPO narrow, 2 seeds (64 completions a step)",
-            "base",
+            "GRPO narrow, 2 seeds",
+            "student",
             grpo,
+            key="narrow",
             steps=steps,
             repeats=2,
             generated=64 * steps,
             new_tokens=8,
         ),
         Run(
-            "GRPO anchored with KL, 2 seeds",
-            "base",
-            grpo,
-            steps=2 * steps,
+            "GRPO anchored with KL, 2 seeds (8 prompts and 8 anchors a step)",
+            "student",
+            replace(grpo, batch_size=128),
+            key="anchored",
+            steps=steps,
             repeats=2,
             reference=True,
             reference_copy=True,
-            generated=64 * 2 * steps,
+            generated=128 * steps,
             new_tokens=8,
         ),
         Run(
             "reward model (a pair a row)",
-            "base",
+            "student",
             replace(sft, batch_size=2 * s.batch_size, gradient_checkpointing=True),
+            key="reward-model",
             steps=min(100, s.max_steps),
             sequences=2,
             lm_head=False,
         ),
         Run(
-            "GRPO on the reward model, and after DPO",
-            "base",
+            "GRPO on the reward model",
+            "student",
             grpo,
+            key="reward-model-grpo",
             steps=min(60, s.max_steps),
-            repeats=2,
             generated=64 * min(60, s.max_steps),
             new_tokens=8,
         ),
         Run(
             "DPO stage",
-            "base",
-            replace(_lora(p, s), precision="mixed", gradient_checkpointing=True),
+            "student",
+            replace(_lora(p, s), precision=precision, seq_len=seq, gradient_checkpointing=True),
+            key="dpo",
             steps=min(60, s.max_steps),
             accum=2,
             sequences=2,
             reference=True,
         ),
-        Run("drift on held-out pairs", "base", scored=2 * q * 4, score_len=s.max_length),
+        Run(
+            "GRPO after DPO (the chain's last stage)",
+            "student",
+            grpo,
+            key="chain",
+            steps=steps // 2,
+            generated=64 * (steps // 2),
+            new_tokens=8,
+        ),
+        Run(
+            "drift and preference on held-out pairs, a model",
+            "student",
+            key="pairs",
+            scored=2 * q,
+            score_len=seq,
+            repeats=8,
+        ),
     ]
 
 
 def _runs_10(p: str, s: registry.Sizes) -> list[Run]:
-    q = s.n_eval
+    # The chain is notebook 09's, on 09's model; where 09 has not run, its SFT and DPO runs here.
+    q, nine = s.n_eval, {r.key: r for r in _runs_09(p, s)}
+    m = nine["sft"].role
     return [
-        Run(
-            "short SFT, when notebook 09 has not run",
-            "base",
-            TrainSetup(method="full", precision="mixed", batch_size=s.batch_size, seq_len=s.max_length),
-            steps=min(150, s.max_steps),
-            accum=s.grad_accum,
-        ),
-        Run(
-            "short DPO (LoRA), when notebook 09 has not run",
-            "base",
-            replace(_lora(p, s), precision="mixed"),
-            steps=min(60, s.max_steps),
-            accum=2,
-            sequences=2,
-            reference=True,
-        ),
-        _generate("lm-eval generation task and the course's scorer (4 stages)", "base", q, repeats=8),
+        replace(nine["sft"], name="short SFT, when notebook 09 has not run", key=""),
+        replace(nine["dpo"], name="short DPO (LoRA), when notebook 09 has not run", key=""),
+        _generate("lm-eval generation task and the course's scorer (4 stages)", m, q, repeats=8),
         Run(
             "lm-eval multiple choice, 4 choices (4 stages)",
-            "base",
+            m,
             scored=4 * 4 * q,
             score_len=128,
             score_batch=32,
         ),
         Run("judge: answer pairs in both orders", "teacher", scored=2 * q, score_len=160, score_batch=32),
         *[
-            _generate(f"GGUF {kind} on the CPU (llama.cpp)", "base", q, on_cpu=True, gguf=kind)
+            _generate(f"GGUF {kind} on the CPU (llama.cpp)", m, q, on_cpu=True, gguf=kind)
             for kind in GGUF_BYTES_PER_WEIGHT
         ],
-        _generate("GGUF F32 with the DPO adapter's GGUF, on the CPU", "base", q, on_cpu=True, gguf="F32"),
+        _generate("GGUF F32 with the DPO adapter's GGUF, on the CPU", m, q, on_cpu=True, gguf="F32"),
     ]
 
 
@@ -589,14 +655,12 @@ NOT_YET_SIZED = {
     ("04", "colab"): "the beta sweep repeats the main DPO run three times: over an hour",
     ("06", "colab"): "the learning-rate runs at batch 64 in fp32",
     ("07", "colab"): "the memory-for-time trades in fp32 at batch 8 x 1,024",
-    ("10", "colab"): "the short DPO stage (fp32 LoRA, batch 8 pairs x 1,024, no checkpointing)",
     ("02", "full"): "the 1.7B at batch 16 x 2,048: comparison runs without checkpointing",
     ("03", "full"): "1,500 steps of 16 charts x 5 tiles",
     ("04", "full"): "DPO on 16 pairs x 2,048 tokens, four runs",
     ("06", "full"): "the learning-rate runs at batch 64 in fp32",
     ("07", "full"): "full fine-tuning of the 1.7B in the benchmark",
-    ("09", "full"): "full fine-tuning of the 1.7B (SFT, GRPO, reward model)",
-    ("10", "full"): "the short SFT of the 1.7B; GGUF scoring of 500 items on the CPU",
+    ("10", "full"): "GGUF scoring of 500 items on the CPU: the 360M in F32 twice, 44 minutes each",
 }
 
 

@@ -1,15 +1,17 @@
 """The course's chain of models, base -> SFT -> DPO -> GRPO, for notebook 10 to evaluate and ship.
 
 Notebook 09 trains and saves the whole chain (its SFT, DPO and GRPO stages). Where it has not run,
-`course_chain` trains the SFT and DPO stages briefly here with 09's recipes (full fine-tuning of
-the base on the chat rows; a LoRA DPO run on the preference pairs, kept as an adapter and merged)
-and leaves GRPO out: a GRPO run is notebook 09's subject and takes minutes.
+`course_chain` trains the SFT and DPO stages briefly here with 09's recipes and 09's declared runs
+(helpers.budget.lesson_plan: full fine-tuning of 09's base model on the chat rows; a LoRA DPO run
+on the preference pairs, kept as an adapter and merged) and leaves GRPO out: a GRPO run is
+notebook 09's subject and takes minutes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from helpers.budget import Plan, lesson_plan
 from helpers.registry import runs_dir
 from helpers.runtime import Profile
 
@@ -34,15 +36,27 @@ def chain_from_09(profile: Profile) -> dict[str, Path] | None:
     return stages if times == sorted(times) else None
 
 
-def _common(profile: Profile, output_dir: Path) -> dict:
+def base_model(profile: Profile) -> str:
+    """The chain's pretrained model: the one notebook 09 starts from (its plan's model role)."""
+    return profile.models[_plan(profile)["sft"].role]
+
+
+def _plan(profile: Profile) -> Plan:
+    return lesson_plan("09", profile.name)
+
+
+def _common(profile: Profile, output_dir: Path, key: str) -> dict:
+    run = _plan(profile)[key]
     return {
         "output_dir": str(output_dir),
-        "per_device_train_batch_size": profile.sizes.batch_size,
-        "max_length": profile.sizes.max_length,
+        "max_steps": run.steps,
+        "per_device_train_batch_size": run.setup.batch_size,
+        "gradient_accumulation_steps": run.accum,
+        "max_length": run.setup.seq_len,
+        "gradient_checkpointing": run.setup.gradient_checkpointing,
         "bf16": profile.bf16,
         "fp16": profile.fp16,
         "use_cpu": profile.device == "cpu",
-        "gradient_checkpointing": False,
         "report_to": "none",
         "save_strategy": "no",
         "disable_tqdm": True,
@@ -50,7 +64,7 @@ def _common(profile: Profile, output_dir: Path) -> dict:
     }
 
 
-def short_sft(profile: Profile, out: Path, steps: int = 150) -> Path:
+def short_sft(profile: Profile, out: Path) -> Path:
     """09's SFT stage: full fine-tuning of the base model, loss on the answers only, saved to `out`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -59,21 +73,19 @@ def short_sft(profile: Profile, out: Path, steps: int = 150) -> Path:
     from helpers.data import load_split
     from helpers.training import ensure_training_template
 
-    tokenizer = ensure_training_template(AutoTokenizer.from_pretrained(profile.models["base"]))
+    tokenizer = ensure_training_template(AutoTokenizer.from_pretrained(base_model(profile)))
     trainer = SFTTrainer(
-        model=AutoModelForCausalLM.from_pretrained(profile.models["base"], dtype=torch.float32),
+        model=AutoModelForCausalLM.from_pretrained(base_model(profile), dtype=torch.float32),
         train_dataset=load_split(profile, "chat", "train", n=profile.sizes.n_train).select_columns(
             ["messages"]
         ),
         processing_class=tokenizer,
         args=SFTConfig(
-            max_steps=min(steps, profile.sizes.max_steps),
-            gradient_accumulation_steps=profile.sizes.grad_accum,
             learning_rate=1e-3 if profile.name == "tiny" else 2e-5,
             lr_scheduler_type="cosine",
-            warmup_steps=min(10, steps // 5),
+            warmup_steps=10,
             assistant_only_loss=True,
-            **_common(profile, out.parent / f"{out.name}-run"),
+            **_common(profile, out.parent / f"{out.name}-run", "sft"),
         ),
     )
     trainer.train()
@@ -81,7 +93,7 @@ def short_sft(profile: Profile, out: Path, steps: int = 150) -> Path:
     return out
 
 
-def short_dpo(profile: Profile, sft: Path, out: Path, adapter: Path, steps: int = 60) -> Path:
+def short_dpo(profile: Profile, sft: Path, out: Path, adapter: Path) -> Path:
     """09's DPO stage: LoRA on the SFT model; the adapter saved to `adapter`, the merged model to `out`."""
     import torch
     from peft import LoraConfig
@@ -96,11 +108,9 @@ def short_dpo(profile: Profile, sft: Path, out: Path, adapter: Path, steps: int 
     trainer = DPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(sft, dtype=torch.float32).to(profile.device),
         args=DPOConfig(
-            max_steps=min(steps, profile.sizes.max_steps),
-            gradient_accumulation_steps=2,
             learning_rate=2e-3 if profile.name == "tiny" else 5e-5,
             beta=0.5,
-            **_common(profile, out.parent / f"{out.name}-run"),
+            **_common(profile, out.parent / f"{out.name}-run", "dpo"),
         ),
         train_dataset=pairs.select_columns(["prompt", "chosen", "rejected"]),
         processing_class=tokenizer,
@@ -116,7 +126,7 @@ def short_dpo(profile: Profile, sft: Path, out: Path, adapter: Path, steps: int 
 def course_chain(profile: Profile, lesson: str = "10_evaluate_and_ship") -> tuple[dict[str, Path | str], str]:
     """Each stage's model (a hub id or a folder), the DPO adapter under "DPO adapter", and where
     they came from."""
-    stages: dict[str, Path | str] = {"base": profile.models["base"]}
+    stages: dict[str, Path | str] = {"base": base_model(profile)}
     from_09 = chain_from_09(profile)
     if from_09:
         return stages | from_09, "notebook 09's chain (its SFT, DPO and GRPO stages)"

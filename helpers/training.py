@@ -174,7 +174,8 @@ def release(trainer) -> None:
     callbacks' handler holds the model and optimizer too."""
     trainer.accelerator.free_memory()
     for holder in (trainer, trainer.callback_handler):
-        for name in ("model", "model_wrapped", "ref_model", "optimizer", "lr_scheduler"):
+        # ref_model: DPO's and GRPO's frozen copy; reward_funcs: GRPO's reward models among them
+        for name in ("model", "model_wrapped", "ref_model", "reward_funcs", "optimizer", "lr_scheduler"):
             if hasattr(holder, name):
                 setattr(holder, name, None)
     gc.collect()

@@ -1,6 +1,8 @@
 """helpers.budget: every lesson's GPU runs declared, their memory and time estimated, and the
 README's GPU columns generated from those estimates."""
 
+import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -24,8 +26,10 @@ def test_every_lesson_declares_its_runs_on_both_gpu_profiles():
 def test_unknown_lesson_or_profile_is_refused():
     with pytest.raises(KeyError, match="declared lessons"):
         budget.lesson_runs("99", "colab")
-    with pytest.raises(ValueError, match="GPU runs are declared for"):
+    with pytest.raises(ValueError, match="runs are declared for colab, full; on tiny too for lessons 09"):
         budget.lesson_runs("02", "tiny")
+    with pytest.raises(ValueError, match="declared for colab, full"):
+        budget.lesson_runs("09", "laptop")
 
 
 def test_training_flops_follow_6n_for_a_full_fine_tune_and_4n_with_lora():
@@ -133,3 +137,23 @@ def test_every_sized_lesson_fits_its_gpu_and_slot_and_the_ledger_is_current(prof
     if not any(p == profile for _, p in budget.NOT_YET_SIZED) and profile in budget.COURSE_LIMIT_MINUTES:
         total = sum(le.minutes for le in budget.course_estimates(profile))
         assert total <= budget.COURSE_LIMIT_MINUTES[profile]
+
+
+@pytest.mark.parametrize("lesson", budget.PLANNED)
+def test_a_planned_notebook_reads_every_keyed_run_of_its_plan_and_no_other(lesson):
+    """The runs a notebook makes are the declared ones: every PLAN["key"] it reads is declared on
+    every profile, and every keyed run is read (else the estimate sizes a run nobody makes)."""
+    path = next((registry.course_root() / "notebooks").glob(f"{lesson}_*.ipynb"))
+    cells = json.loads(path.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    read = set(re.findall(r'PLAN\[\s*"([\w-]+)"\s*\]', code))
+    assert read, f"notebook {path.name} reads nothing from its plan"
+    for profile in ("tiny", *budget.PROFILES):
+        plan = budget.lesson_plan(lesson, profile)
+        keyed = {k for k, r in plan.items() if r.key}
+        assert read == keyed, (profile, read ^ keyed)
+        assert f"Runs of lesson {lesson} on {profile}" in str(plan)
+        for run in plan.values():
+            assert run.name in str(plan)
+            if run.setup is not None:  # tiny trains in float32 on a CPU; the GPUs in half precision
+                assert (run.setup.precision == "fp32") == (profile == "tiny"), (profile, run.name)

@@ -14,8 +14,8 @@ from helpers.training import (
     ensure_training_template,
     load_for_training,
     quantization_config,
-    token_batches,
     release,
+    token_batches,
     trainable_in_float32,
     trained_model,
 )
