@@ -558,15 +558,15 @@ def _runs_09(p: str, s: registry.Sizes) -> list[Run]:
             new_tokens=8,
         ),
         Run(
-            "GRPO anchored with KL, 2 seeds (8 prompts and 8 anchors a step)",
+            "GRPO anchored with KL, 2 seeds (4 prompts and 4 anchors a step)",
             "student",
-            replace(grpo, batch_size=128),
+            grpo,
             key="anchored",
             steps=steps,
             repeats=2,
             reference=True,
             reference_copy=True,
-            generated=128 * steps,
+            generated=64 * steps,
             new_tokens=8,
         ),
         Run(
