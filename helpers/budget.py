@@ -558,7 +558,7 @@ def _runs_09(p: str, s: registry.Sizes) -> list[Run]:
             new_tokens=8,
         ),
         Run(
-            "GRPO anchored with KL, 2 seeds (6 prompts and 2 anchors a step)",
+            "GRPO anchored with KL, 2 seeds (4 prompts and 4 anchors a step)",
             "student",
             grpo,
             key="anchored",
