@@ -602,8 +602,8 @@ def _runs_09(p: str, s: registry.Sizes) -> list[Run]:
             "student",
             grpo,
             key="chain",
-            steps=steps // 2,
-            generated=64 * (steps // 2),
+            steps=min(60, s.max_steps),
+            generated=64 * min(60, s.max_steps),
             new_tokens=8,
         ),
         Run(
