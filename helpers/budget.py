@@ -4,7 +4,7 @@ memory and minutes, estimated before anything runs.
     python -m helpers.budget                 # every lesson on `colab` (a T4) and `full` (an A100)
     python -m helpers.budget --write         # and put the estimates into README.md's GPU columns
     runs = lesson_runs("02", "colab")        # the runs notebook 02 makes on a T4
-    plan = lesson_plan("09", profile.name)   # what notebook 09 reads: its runs by key, printed as a table
+    plan = lesson_plan("09", profile)        # what notebook 09 reads: its runs by key, printed as a table
     estimate(run, "colab")                   # its peak memory (the memory planner) and minutes
 
 A run is one training run, or one batch of generation or scoring, with the shapes the notebook
@@ -277,9 +277,10 @@ def _precision(profile: str) -> str:
 PLANNED = ("09",)
 
 
-def lesson_runs(lesson: str, profile: str) -> list[Run]:
+def lesson_runs(lesson: str, profile: str, sizes: registry.Sizes | None = None) -> list[Run]:
     """The runs notebook `lesson` makes on `profile` ("colab" or "full"; "tiny" too for the lessons
-    in PLANNED), from the same sizes (helpers.registry.SIZES) and lesson constants the notebook uses."""
+    in PLANNED), from the same sizes (helpers.registry.SIZES, or `sizes`: a rehearsal's, shrunk)
+    and lesson constants the notebook uses."""
     if lesson not in _LESSONS:
         raise KeyError(f"lesson {lesson!r}: declared lessons are {', '.join(LESSONS)}")
     if profile not in PROFILES and not (profile == "tiny" and lesson in PLANNED):
@@ -287,7 +288,7 @@ def lesson_runs(lesson: str, profile: str) -> list[Run]:
             f"profile {profile!r}: lesson {lesson}'s runs are declared for {', '.join(PROFILES)}"
             + (f"; on tiny too for lessons {', '.join(PLANNED)}" if profile == "tiny" else "")
         )
-    return _LESSONS[lesson](profile, registry.SIZES[profile])
+    return _LESSONS[lesson](profile, sizes or registry.SIZES[profile])
 
 
 class Plan(dict):
@@ -302,9 +303,12 @@ class Plan(dict):
         return "\n".join(lines + [f"  {r.describe()}" for r in self.values()])
 
 
-def lesson_plan(lesson: str, profile: str) -> Plan:
-    """What a notebook reads: its runs on `profile`, by key (Run.key), and a printable table."""
-    return Plan(lesson, profile, lesson_runs(lesson, profile))
+def lesson_plan(lesson: str, profile) -> Plan:
+    """What a notebook reads: its runs on `profile` (a helpers.runtime.Profile, whose sizes a
+    rehearsal shrinks, or a profile's name), by key (Run.key), and a printable table."""
+    if isinstance(profile, str):
+        return Plan(lesson, profile, lesson_runs(lesson, profile))
+    return Plan(lesson, profile.name, lesson_runs(lesson, profile.name, profile.sizes))
 
 
 def _generate(name: str, role: str, n: int, new_tokens: int = 32, **kw) -> Run:

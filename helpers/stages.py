@@ -42,7 +42,7 @@ def base_model(profile: Profile) -> str:
 
 
 def _plan(profile: Profile) -> Plan:
-    return lesson_plan("09", profile.name)
+    return lesson_plan("09", profile)
 
 
 def _common(profile: Profile, output_dir: Path, key: str) -> dict:

@@ -63,7 +63,7 @@ GROUPS = [
     Group((f"{NB}/06_multi_gpu.ipynb",), 4.6),
     Group((f"{NB}/07_gpu_tuning.ipynb",), 6.6, after=(f"{NB}/01_token_lengths.ipynb",)),
     Group((f"{NB}/08_efficient_architectures.ipynb",), 0.6),
-    Group((f"{NB}/09_rl_grpo.ipynb",), 9.2),
+    Group((f"{NB}/09_rl_grpo.ipynb",), 5.0),
     Group((f"{SOL}/09_rl_grpo_solutions.ipynb",), 0.5, after=(f"{NB}/09_rl_grpo.ipynb",)),
     Group((f"{NB}/10_evaluate_and_ship.ipynb",), 0.7, after=(f"{NB}/09_rl_grpo.ipynb",)),
     Group(

@@ -157,3 +157,16 @@ def test_a_planned_notebook_reads_every_keyed_run_of_its_plan_and_no_other(lesso
             assert run.name in str(plan)
             if run.setup is not None:  # tiny trains in float32 on a CPU; the GPUs in half precision
                 assert (run.setup.precision == "fp32") == (profile == "tiny"), (profile, run.name)
+
+
+def test_a_rehearsal_plans_with_its_shrunk_sizes_and_the_gpu_shapes(monkeypatch):
+    """The rehearsal shrinks steps and rows, keeps batch and length: a plan read from the profile
+    must follow it, or a CPU rehearsal runs a T4's 150 SFT steps."""
+    from helpers.runtime import Hardware, choose_profile
+
+    monkeypatch.setenv("COURSE_REHEARSAL", "1")
+    profile = choose_profile(Hardware(cpu_cores=2, ram_gb=8), "colab")
+    assert profile.sizes.max_steps < registry.SIZES["colab"].max_steps
+    plan, gpu = budget.lesson_plan("09", profile), budget.lesson_plan("09", "colab")
+    assert plan["sft"].steps == min(150, profile.sizes.max_steps) < gpu["sft"].steps
+    assert plan["narrow"].setup == gpu["narrow"].setup and plan["sft"].setup == gpu["sft"].setup
