@@ -79,7 +79,7 @@ GROUPS = [
 # CI's other checks, minutes measured in a local CI run at one torch thread (they only order the queue).
 CI_MINUTES = {"e2e": 0.9, "colab-check": 2.8, "test-min": 5.8, "stand-ins": 0.6, "colab 07_gpu_tuning": 8.6,
               "colab 06_multi_gpu": 2.9, "colab 04_dpo": 2.3, "colab 05_distillation": 2.0,
-              "colab 09_rl_grpo": 3.5, "colab 10_evaluate_and_ship": 2.0, "colab solutions": 1.8, "full solutions": 2.8,
+              "colab 09_rl_grpo": 2.8, "colab 10_evaluate_and_ship": 2.0, "colab solutions": 1.8, "full solutions": 2.8,
               "cluster-check": 4.5}  # fmt: skip
 
 
