@@ -543,7 +543,8 @@ def _runs_09(p: str, s: registry.Sizes) -> list[Run]:
     sft = TrainSetup(method="full", precision=precision, batch_size=s.batch_size, seq_len=seq)
     # GRPO: a batch counts completions, 8 per prompt; a prompt and an 8-token answer
     grpo = TrainSetup(method="full", precision=precision, batch_size=64, seq_len=PROMPT_TOKENS + 8)
-    steps = min(200, s.max_steps)
+    # The anchored runs are longer than the narrow ones: their trained skills get half the prompts.
+    narrow, anchored = min(160, s.max_steps), min(200, s.max_steps)
     k, q = 8, s.n_eval
     return [
         Run("short SFT stage", "student", sft, key="sft", steps=min(150, s.max_steps), accum=s.grad_accum),
@@ -556,9 +557,9 @@ def _runs_09(p: str, s: registry.Sizes) -> list[Run]:
             "student",
             grpo,
             key="narrow",
-            steps=steps,
+            steps=narrow,
             repeats=2,
-            generated=64 * steps,
+            generated=64 * narrow,
             new_tokens=8,
         ),
         Run(
@@ -566,11 +567,11 @@ def _runs_09(p: str, s: registry.Sizes) -> list[Run]:
             "student",
             grpo,
             key="anchored",
-            steps=steps,
+            steps=anchored,
             repeats=2,
             reference=True,
             reference_copy=True,
-            generated=64 * steps,
+            generated=64 * anchored,
             new_tokens=8,
         ),
         Run(
@@ -587,8 +588,8 @@ def _runs_09(p: str, s: registry.Sizes) -> list[Run]:
             "student",
             grpo,
             key="reward-model-grpo",
-            steps=min(60, s.max_steps),
-            generated=64 * min(60, s.max_steps),
+            steps=min(40, s.max_steps),
+            generated=64 * min(40, s.max_steps),
             new_tokens=8,
         ),
         Run(
