@@ -77,10 +77,10 @@ GROUPS = [
 
 
 # CI's other checks, minutes measured in a local CI run at one torch thread (they only order the queue).
-CI_MINUTES = {"e2e": 0.9, "colab-check": 2.8, "test-min": 5.8, "stand-ins": 0.6, "colab 07_gpu_tuning": 8.6,
-              "colab 06_multi_gpu": 2.9, "colab 04_dpo": 2.3, "colab 05_distillation": 2.0,
-              "colab 09_rl_grpo": 2.8, "colab 10_evaluate_and_ship": 2.0, "colab solutions": 1.8, "full solutions": 2.8,
-              "cluster-check": 4.5}  # fmt: skip
+CI_MINUTES = {"e2e": 0.9, "colab-check": 3.7, "test-min": 5.3, "stand-ins": 0.5, "colab 07_gpu_tuning": 4.0,
+              "colab 06_multi_gpu": 4.6, "colab 04_dpo": 3.3, "colab 05_distillation": 3.1, "colab 08_efficient_architectures": 2.0,
+              "colab 09_rl_grpo": 4.1, "colab 10_evaluate_and_ship": 1.9, "colab solutions": 2.4, "full solutions": 1.3,
+              "full 00_setup": 1.4, "colab 03_vlm_chartqa": 1.5, "cluster-check": 3.2}  # fmt: skip
 
 
 # The rehearsal runs 10 before 09, so that 10 trains its own short chain there (the path of a

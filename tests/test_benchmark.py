@@ -22,6 +22,14 @@ def test_median_seconds_runs_the_function_warmup_plus_repeat_times():
     assert len(calls) == 5
 
 
+def test_median_seconds_times_one_run_in_a_rehearsal(monkeypatch):
+    # A rehearsal's timings mean nothing (stand-ins with random weights, on a CPU): one run each.
+    monkeypatch.setenv("COURSE_REHEARSAL", "1")
+    calls = []
+    median_seconds(lambda: calls.append(1), repeat=3, warmup=2)
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])  # multi-head, grouped-query, multi-query
 def test_kv_cache_formula_matches_a_real_cache(kv_heads):
     config = LlamaConfig(

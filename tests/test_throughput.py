@@ -4,8 +4,12 @@ import time
 
 import pytest
 import torch
+from datasets import Dataset
+from transformers import AutoTokenizer
 
-from helpers.runtime import PRESETS, Hardware, choose_profile, preset_for
+from helpers import throughput
+from helpers.data import task_set
+from helpers.runtime import PRESETS, Hardware, choose_profile, get_profile, preset_for
 from helpers.throughput import (
     BASELINES,
     StepTimes,
@@ -13,8 +17,10 @@ from helpers.throughput import (
     interleaved,
     largest_batch,
     measure_loop,
+    sft_benchmark,
     sft_variants,
 )
+from helpers.training import ensure_training_template
 
 
 def test_measure_loop_separates_data_wait_from_compute():
@@ -84,6 +90,27 @@ def test_every_variant_on_a_t4_runs_fp16_not_emulated_bf16():
     a100 = Hardware(cuda=True, gpu_name="A100", vram_gb=80.0, compute_capability=(8, 0), cpu_cores=8)
     variants, _ = sft_variants(choose_profile(a100, "full"))
     assert not any("fp16" in changes for changes in variants.values())
+
+
+def test_a_rehearsal_benchmarks_one_step_of_one_batch_a_variant(monkeypatch, tmp_path):
+    # On a CPU a GPU profile's stand-in takes seconds a step: the rehearsal runs each variant's
+    # code path once, and its figures mean nothing.
+    profile = get_profile()
+    tokenizer = ensure_training_template(AutoTokenizer.from_pretrained(profile.models["base"]))
+    rows = Dataset.from_list([{"messages": r["messages"]} for r in task_set(40)])
+    variants, _ = sft_variants(profile, pad_to=64)
+    seen = []
+
+    def trained(trainer, warmup=0):
+        seen.append((trainer.args.max_steps, len(trainer.train_dataset)))
+        return {"tokens/s": 1.0}
+
+    monkeypatch.setattr(throughput, "measure_trainer", trained)
+    monkeypatch.setenv("COURSE_REHEARSAL", "1")
+    table = sft_benchmark(profile.models["base"], tokenizer, rows, variants, output_dir=str(tmp_path))
+    assert list(table.index) == list(variants)
+    assert len(seen) == len(variants) + 1  # one round, after one warm-up run
+    assert all(steps == 1 and n <= 8 for steps, n in seen), seen
 
 
 def test_presets_follow_the_hardware():
