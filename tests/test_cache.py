@@ -63,15 +63,21 @@ def test_every_part_builds_from_scratch_at_a_small_budget(fresh_cache, monkeypat
 
     from transformers import AutoModelForCausalLM
 
+    few = {tb.TinySpec: {"pretrain_steps": 6, "sft_steps": 3}, tb.VlmSpec: {"align_steps": 3}}
     monkeypatch.setattr(
-        tb, "SPECS", {part: replace(spec, pretrain_steps=6, sft_steps=3) for part, spec in tb.SPECS.items()}
+        tb, "SPECS", {part: replace(spec, **few[type(spec)]) for part, spec in tb.SPECS.items()}
     )
     tb.build(tb.PARTS, from_scratch=True)
     assert tb.missing_parts(tb.PARTS) == []
     manifest = tb.read_manifest()
-    for part in ("tokenizer", "tiny-base", "tiny-chat", "tiny-teacher"):
+    for part in tb.PREBUILT_PARTS:
         assert manifest["parts"][part]["source"] != "prebuilt", part
     assert manifest["report"]["tiny-base"]["spec"]["pretrain_steps"] == 6
+    assert manifest["report"]["tiny-vlm"]["spec"]["align_steps"] == 3
+    assert set(manifest["report"]["tiny-vlm"]) >= {
+        "held-out answers right, charts",
+        "held-out answers right, blank images",
+    }
     teacher = AutoModelForCausalLM.from_pretrained(tiny_dir() / "tiny-teacher")
     assert teacher.config.hidden_size == tb.TEACHER.hidden_size
     assert sorted(p.name for p in (tiny_dir() / "tiny-chat").glob("*.safetensors")) == ["model.safetensors"]

@@ -74,6 +74,24 @@ def test_chart_rows_use_chartqa_columns_and_answers_match_the_bars():
     assert tallest and all(r["label"][0] in charts.COLOURS for r in tallest)
 
 
+def test_alignment_rows_ask_what_the_bars_answer():
+    rows = charts.alignment_rows(200, seed=3, shares=(0.3, 0.6))
+    captions = [r for r in rows if r["ask"] == "Describe the chart."]
+    values = [r for r in rows if r["ask"].endswith("?") and r["ask"] != "tallest?"]
+    tallest = [r for r in rows if r["ask"] == "tallest?"]
+    assert len(captions) + len(values) + len(tallest) == 200 and 40 < len(captions) < 80
+    for r in captions:
+        words = r["answer"].split()
+        assert (
+            words[::2]
+            and set(words[::2]) <= set(charts.COLOURS)
+            and all(int(v) in charts.VALUES for v in words[1::2])
+        )
+    assert all(r["ask"][:-1] in charts.COLOURS and int(r["answer"]) in charts.VALUES for r in values)
+    assert all(r["answer"] in charts.COLOURS for r in tallest)
+    assert charts.alignment_rows(5, seed=3)[0]["answer"] == rows[0]["answer"]  # seeded
+
+
 def test_chart_bar_height_encodes_the_value():
     img = charts.render_bar_chart({"red": 80, "blue": 20}, size=128)
     px = img.load()

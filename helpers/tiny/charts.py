@@ -38,15 +38,41 @@ def render_bar_chart(bars: dict[str, int], size: int = 128) -> Image.Image:
     return img
 
 
+def random_bars(rng: random.Random) -> dict[str, int]:
+    """3 or 4 bars of distinct colours and distinct values (so one bar is the tallest)."""
+    colours = rng.sample(list(COLOURS), rng.randint(3, 4))
+    return dict(zip(colours, rng.sample(VALUES, len(colours))))
+
+
+def alignment_rows(n: int, seed: int, shares: tuple[float, float] = (0.3, 0.6)) -> list[dict]:
+    """Rows of tiny-vlm's alignment stage (helpers.tiny.build): a chart, a short request and its
+    answer. Captions read every bar left to right ("red 40 blue 70 green 20"); short questions
+    ask one bar's value ("red?") or the tallest bar ("tallest?"), in `shares` of captions and
+    values, the rest tallest. Worded unlike the lessons' questions, which SFT then teaches."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        bars = random_bars(rng)
+        task = rng.random()
+        if task < shares[0]:
+            ask, answer = "Describe the chart.", " ".join(f"{c} {v}" for c, v in bars.items())
+        elif task < shares[0] + shares[1]:
+            colour = rng.choice(list(bars))
+            ask, answer = f"{colour}?", str(bars[colour])
+        else:
+            ask, answer = "tallest?", max(bars, key=bars.__getitem__)
+        rows.append({"image": render_bar_chart(bars), "ask": ask, "answer": answer})
+    return rows
+
+
 def chart_rows(n: int, seed: int, size: int = 128) -> list[dict]:
     """Rows with image, query, label (a list of strings, as in ChartQA), human_or_machine."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        colours = rng.sample(list(COLOURS), rng.randint(3, 4))
-        bars = dict(zip(colours, rng.sample(VALUES, len(colours))))  # distinct: one tallest bar
+        bars = random_bars(rng)
         if rng.random() < 0.6:
-            colour = rng.choice(colours)
+            colour = rng.choice(list(bars))
             query, answer = f"What is the value of the {colour} bar?", str(bars[colour])
         else:
             query, answer = "Which colour has the tallest bar?", max(bars, key=bars.__getitem__)
