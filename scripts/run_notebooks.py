@@ -75,25 +75,40 @@ def first_error(nb: nbformat.NotebookNode) -> str | None:
     return None
 
 
-def run_one(path: Path, out_dir: Path, keep_going: bool = False) -> dict:
-    """Execute one notebook into `out_dir`; its row of the table (status "FAILED: ..." on error)."""
+def run_one(
+    path: Path, out_dir: Path, keep_going: bool = False, timeout: int = 1800, retries: int = 0
+) -> dict:
+    """Execute one notebook into `out_dir`; its row of the table (status "FAILED: ..." on error).
+
+    A cell that runs past `timeout` seconds, or a kernel that dies, is a failure; with `retries`
+    the notebook then runs again in a fresh kernel, and the row says so. (Now and then the kernel
+    goes idle and its reply never reaches the client: without a timeout the run would wait forever.)
+    """
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
+    note = ""
     with PeakMemory() as memory:
-        try:
-            NotebookClient(
-                nb,
-                timeout=1800,
-                allow_errors=keep_going,
-                resources={"metadata": {"path": str(path.parent)}},
-            ).execute()
-            status = headline(nb) or "(no headline printed)"
-            if keep_going and (error := first_error(nb)):
-                status = "FAILED: " + ANSI.sub("", error.splitlines()[0])[:80]
-        except CellExecutionError as err:
-            status = "FAILED: " + ANSI.sub("", str(err).strip().splitlines()[-1])[:80]
-        except (CellTimeoutError, DeadKernelError) as err:  # a row in the table, not a crash of the run
-            status = f"FAILED: {type(err).__name__}: {str(err).strip()[:70]}"
+        for attempt in range(retries + 1):
+            try:
+                NotebookClient(
+                    nb,
+                    timeout=timeout,
+                    allow_errors=keep_going,
+                    resources={"metadata": {"path": str(path.parent)}},
+                ).execute()
+                status = note + (headline(nb) or "(no headline printed)")
+                if keep_going and (error := first_error(nb)):
+                    status = "FAILED: " + ANSI.sub("", error.splitlines()[0])[:80]
+            except CellExecutionError as err:
+                status = "FAILED: " + ANSI.sub("", str(err).strip().splitlines()[-1])[:80]
+            except (CellTimeoutError, DeadKernelError) as err:  # a row in the table, not a crash of the run
+                status = f"FAILED: {type(err).__name__}: {str(err).strip()[:70]}"
+                if attempt < retries:
+                    print(f"{path.name}: {status}; running it again in a fresh kernel", flush=True)
+                    note = f"(second try, the first: {type(err).__name__}) "
+                    nb = nbformat.read(path, as_version=4)
+                    continue
+            break
     seconds = time.perf_counter() - start
     nbformat.write(nb, out_dir / path.name)
     print(f"{path.name:<32} {seconds:7.1f} s {memory.peak / 1e6:7.0f} MB  {status}", flush=True)
