@@ -216,22 +216,33 @@ def pretrain(
     blocks = pack_blocks(tokenizer, texts, spec.block_size)  # (n_blocks, block_size)
     model = LlamaForCausalLM(llama_config(spec, tokenizer))
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.95), weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, spec.lr, total_steps=spec.pretrain_steps, pct_start=0.05)
     gen = torch.Generator().manual_seed(spec.seed)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"pretraining {n_params / 1e6:.2f} M parameters on {blocks.numel() / 1e6:.2f} M tokens")
-    model.train()
-    for step in range(spec.pretrain_steps):
+
+    def loss_at(step: int) -> torch.Tensor:
         batch = blocks[torch.randint(0, len(blocks), (spec.batch_size,), generator=gen)]
-        loss = model(input_ids=batch, labels=batch).loss
+        return model(input_ids=batch, labels=batch).loss
+
+    optimise(model, opt, spec.pretrain_steps, loss_at, log, every=250)
+    return model
+
+
+def optimise(model, opt, steps: int, loss_at: Callable[[int], torch.Tensor], log, every: int) -> None:
+    """The build's training loop: a one-cycle learning rate, gradients clipped at norm 1, the loss
+    logged every `every` steps; leaves the model in eval mode."""
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, opt.defaults["lr"], total_steps=steps, pct_start=0.05)
+    model.train()
+    for step in range(steps):
+        loss = loss_at(step)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        if step % 250 == 0 or step == spec.pretrain_steps - 1:
+        if step % every == 0 or step == steps - 1:
             log(f"  step {step:>5}  loss {loss.item():.3f}")
-    return model.eval()
+    model.eval()
 
 
 def chat_scores(model, tokenizer, rows) -> dict[str, float]:
@@ -385,21 +396,14 @@ def _align(vlm, processor, spec: VlmSpec, log: Callable[[str], None]) -> dict[st
     test = charts.alignment_rows(200, seed=200 + spec.seed, shares=(0.0, 0.6))  # questions only
     torch.manual_seed(spec.seed)
     opt = torch.optim.AdamW(vlm.parameters(), lr=spec.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, spec.lr, total_steps=spec.align_steps, pct_start=0.05)
     gen = torch.Generator().manual_seed(spec.seed)
     log(f"aligning on {len(train):,} charts: captions, one bar's value, the tallest bar")
-    vlm.train()
-    for step in range(spec.align_steps):
+
+    def loss_at(step: int) -> torch.Tensor:
         rows = [train[i] for i in torch.randint(0, len(train), (spec.batch_size,), generator=gen).tolist()]
-        loss = vlm(**batch_of(rows)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vlm.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if step % 500 == 0 or step == spec.align_steps - 1:
-            log(f"  step {step:>5}  loss {loss.item():.3f}")
-    vlm.eval()
+        return vlm(**batch_of(rows)).loss
+
+    optimise(vlm, opt, spec.align_steps, loss_at, log, every=500)
     end_of_turn = processor.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
     side, processor.tokenizer.padding_side = (
         processor.tokenizer.padding_side,
