@@ -181,8 +181,11 @@ def vision(profile: str) -> _Vision:
     )
 
 
+TINY_IMAGE_TOKENS = 16  # tiny-vlm (helpers.tiny.build): 64-pixel charts, 8-pixel patches, pixel shuffle 2
+
+
 def image_tokens(profile: str, tiles: int) -> int:
-    return tiles * vision(profile).tokens
+    return tiles * (TINY_IMAGE_TOKENS if profile == "tiny" else vision(profile).tokens)
 
 
 # --- one run -----------------------------------------------------------------------------------------
@@ -274,7 +277,7 @@ def _precision(profile: str) -> str:
 
 
 # Lessons whose notebooks read their runs from here (lesson_plan), so declared on `tiny` too.
-PLANNED = ("09",)
+PLANNED = ("02", "04", "06", "07", "09")
 
 
 def lesson_runs(lesson: str, profile: str, sizes: registry.Sizes | None = None) -> list[Run]:
@@ -333,23 +336,33 @@ def _lora(p: str, s: registry.Sizes, **kw) -> TrainSetup:
     )
 
 
+# Notebook 02's comparison and resume runs train on a fixed number of rows, whatever the batch: on
+# `tiny` (16 rows a step) 100 and 40 steps; on a T4 (32 rows a step) 50 and 20, so that eight
+# comparison runs fit a workshop slot beside the main run.
+COMPARE_ROWS_02, RESUME_ROWS_02 = 1_600, 640
+
+
 def _runs_02(p: str, s: registry.Sizes) -> list[Run]:
-    # notebook 01's max_length, at most the profile's cap
+    # Notebook 02 reads these (lesson_plan). The main run at notebook 01's max_length, at most the
+    # profile's cap.
     main = replace(_lora(p, s, gradient_checkpointing=True), seq_len=s.max_length_cap)
     # Padding-free comparison runs: a micro-batch is its rows concatenated into one sequence.
     packed = replace(
         main, batch_size=1, seq_len=s.batch_size * s.max_length_cap, gradient_checkpointing=False
     )
-    half = s.max_steps // 2
+    rows_a_step = s.batch_size * s.grad_accum
+    compare = max(1, min(s.max_steps // 2, COMPARE_ROWS_02 // rows_a_step))
+    resume = max(4, min(4 * s.max_steps, RESUME_ROWS_02 // rows_a_step))  # two checkpoints and a stop
     return [
         _generate("base model before SFT", "base", s.n_eval),
-        Run("LoRA SFT (main run)", "base", main, steps=s.max_steps, accum=s.grad_accum),
+        Run("LoRA SFT (main run)", "base", main, key="main", steps=min(200, s.max_steps), accum=s.grad_accum),
         _generate("after SFT, and merged", "base", s.n_eval, repeats=2),
         Run(
             "comparison: LoRA x2 seeds, NEFTune, 8-bit AdamW, label smoothing",
             "base",
             packed,
-            steps=half,
+            key="compare",
+            steps=compare,
             accum=s.grad_accum,
             repeats=5,
         ),
@@ -357,25 +370,34 @@ def _runs_02(p: str, s: registry.Sizes) -> list[Run]:
             "comparison: QLoRA 4-bit",
             "base",
             replace(packed, method="qlora", quant_bits=4),
-            steps=half,
+            steps=compare,
             accum=s.grad_accum,
         ),
         Run(
             "comparison: QLoRA 8-bit",
             "base",
             replace(packed, method="qlora", quant_bits=8),
-            steps=half,
+            steps=compare,
             accum=s.grad_accum,
         ),
         Run(
             "comparison: prefix tuning (padded)",
             "base",
             replace(main, gradient_checkpointing=False),
-            steps=half,
+            steps=compare,
             accum=s.grad_accum,
         ),
         _generate("comparison runs scored", "base", s.n_eval, repeats=8),
-        Run("resume: straight, stopped, resumed", "base", packed, steps=80, accum=s.grad_accum),
+        # straight through, then stopped halfway and resumed: twice the steps in all
+        Run(
+            "resume: straight, stopped, resumed",
+            "base",
+            packed,
+            key="resume",
+            steps=resume,
+            accum=s.grad_accum,
+            repeats=2,
+        ),
         _generate("resume runs scored", "base", s.n_eval, repeats=2),
     ]
 
@@ -419,13 +441,22 @@ def _runs_03(p: str, s: registry.Sizes) -> list[Run]:
 
 
 def _runs_04(p: str, s: registry.Sizes) -> list[Run]:
-    dpo = _lora(p, s, gradient_checkpointing=True)
+    # Notebook 04 reads these (lesson_plan). Four DPO runs of the same length (the main run and the
+    # sweep): 150 steps on `tiny`; 120 on a GPU (1,920 pairs), so that all four fit a T4's slot.
+    steps = min(150 if p == "tiny" else 120, int(0.75 * s.max_steps))
+    dpo = _lora(p, s, gradient_checkpointing=p != "tiny")  # a GPU's pairs run to 1,024 tokens and more
     pairs = {"sequences": 2, "reference": True}
     vlm_dpo = replace(
-        _vlm_setup(p, s, TILES[p], method="lora", lora_targets=LANGUAGE_LINEAR[:4]), batch_size=8
+        _vlm_setup(p, s, TILES.get(p, 1), method="lora", lora_targets=LANGUAGE_LINEAR[:4]), batch_size=8
     )
     return [
-        Run("SFT stage, when notebook 02 has not run", "base", _lora(p, s), steps=min(100, s.max_steps)),
+        Run(
+            "SFT stage, when notebook 02 has not run",
+            "base",
+            _lora(p, s),
+            key="sft",
+            steps=min(100, s.max_steps),
+        ),
         Run(
             "held-out pairs scored (before, after, 3 sweep runs)",
             "base",
@@ -433,22 +464,15 @@ def _runs_04(p: str, s: registry.Sizes) -> list[Run]:
             score_len=s.max_length,
         ),
         _generate("held-out questions, before and after", "base", s.n_eval, repeats=2),
-        Run("DPO beta 0.5 (main run)", "base", dpo, steps=int(0.75 * s.max_steps), accum=2, **pairs),
-        Run(
-            "sweep: beta 0.1, beta 2.0, IPO",
-            "base",
-            dpo,
-            steps=int(0.75 * s.max_steps),
-            accum=2,
-            repeats=3,
-            **pairs,
-        ),
+        Run("DPO beta 0.5 (main run)", "base", dpo, key="dpo", steps=steps, accum=2, **pairs),
+        Run("sweep: beta 0.1, beta 2.0, IPO", "base", dpo, steps=steps, accum=2, repeats=3, **pairs),
         Run(
             "DPO on the VLM with chart pairs",
             "vlm",
             vlm_dpo,
+            key="vlm-dpo",
             steps=min(60, s.max_steps),
-            tiles=TILES[p],
+            tiles=TILES.get(p, 1),
             **pairs,
         ),
         Run(
@@ -477,49 +501,66 @@ def _runs_05(p: str, s: registry.Sizes) -> list[Run]:
 
 
 def _runs_06(p: str, s: registry.Sizes) -> list[Run]:
-    # Launches need two GPUs; on one GPU they run on two CPU processes with the tiny models.
+    # Notebook 06 reads this (lesson_plan); its launches need two GPUs, and on one GPU they run on
+    # two CPU processes with the tiny models. A batch of 64 rows in float32 would fill a T4 and an
+    # A100: there it is accumulated micro-batches, the same gradient (its section 3 checks it).
     rows = min(1024, s.n_train)
-    fp32 = TrainSetup(method="full", precision="fp32", batch_size=64, seq_len=128)
+    micro = {"tiny": 64, "colab": 16, "full": 8}[p]
+    fp32 = TrainSetup(method="full", precision="fp32", batch_size=micro, seq_len=128)
     return [
         Run(
             "learning-rate scaling: 7 runs over the same rows (largest batch 64)",
             "base",
             fp32,
+            key="lr-scaling",
             steps=math.ceil(rows / 64),
+            accum=64 // micro,
             repeats=7,
         ),
     ]
 
 
 def _runs_07(p: str, s: registry.Sizes) -> list[Run]:
-    rows = min(800, s.n_train)
+    # Notebook 07 reads these (lesson_plan). Its model is the profile's smallest: on `full` the
+    # 360M student, as full fine-tuning of the 1.7B in eight variants overruns an A100's slot and
+    # its float32 trades overrun its memory. 15 steps of 8 rows a variant on `tiny`, 50 on a GPU.
+    role = "student" if p == "full" else "base"
+    rows = 120 if p == "tiny" else min(400, s.n_train)
+    seq = 512 if p == "tiny" else 1024
     trl = TrainSetup(
-        method="full", precision=_precision(p), batch_size=8, seq_len=1024, gradient_checkpointing=True
+        method="full", precision=_precision(p), batch_size=8, seq_len=seq, gradient_checkpointing=True
     )
     fast = replace(trl, gradient_checkpointing=False)
+    trades = replace(
+        fast, precision="fp32", batch_size=8 if p == "tiny" else 4
+    )  # fp32 at 8 x 1,024 fills a T4
     return [
         Run(
             "benchmark: TRL defaults and 7 variants, 3 rounds, an epoch each",
-            "base",
+            role,
             fast,
+            key="benchmark",
             steps=rows // 8,
             repeats=8 * 3,
         ),
-        Run("utilisation monitor: the stacked recipe for an epoch", "base", fast, steps=6 * rows // 8),
+        Run(
+            "utilisation monitor: the stacked recipe for an epoch",
+            role,
+            fast,
+            key="monitor",
+            steps=min(6 * rows, s.n_train) // 8,
+        ),
         Run(
             "largest batch by trying: one step a try, up to the GPU's memory by design",
-            "base",
+            role,
             replace(fast, precision="fp32"),
+            key="largest",
             steps=1,
             repeats=8,
             to_the_limit=True,
         ),
         Run(
-            "checkpointing x 8-bit AdamW trades, 6 steps each",
-            "base",
-            replace(fast, precision="fp32"),
-            steps=6,
-            repeats=4,
+            "checkpointing x 8-bit AdamW trades, 6 steps each", role, trades, key="trades", steps=6, repeats=4
         ),
     ]
 
@@ -656,15 +697,9 @@ EXTRA_MINUTES = {"10": LLAMA_CPP_BUILD_MINUTES}  # work outside the runs: buildi
 # overruns. tests/test_budget.py checks both ways: every other lesson fits, and every lesson here
 # still overruns (remove it once resized).
 NOT_YET_SIZED = {
-    ("02", "colab"): "eight comparison runs at half the main run's steps: about 2.5 hours",
-    ("04", "colab"): "the beta sweep repeats the main DPO run three times: over an hour",
-    ("06", "colab"): "the learning-rate runs at batch 64 in fp32",
-    ("07", "colab"): "the memory-for-time trades in fp32 at batch 8 x 1,024",
     ("02", "full"): "the 1.7B at batch 16 x 2,048: comparison runs without checkpointing",
     ("03", "full"): "1,500 steps of 16 charts x 5 tiles",
     ("04", "full"): "DPO on 16 pairs x 2,048 tokens, four runs",
-    ("06", "full"): "the learning-rate runs at batch 64 in fp32",
-    ("07", "full"): "full fine-tuning of the 1.7B in the benchmark",
     ("10", "full"): "GGUF scoring of 500 items on the CPU: the 360M in F32 twice, 44 minutes each",
 }
 
