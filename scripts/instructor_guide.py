@@ -108,9 +108,16 @@ def main(timings_path: str = "build/timings.json", out: str = "docs/instructor_g
             + " | ".join(f"{e.minutes:.0f} | {e.peak / budget.GiB:.1f}" for e in gpu)
             + " |"
         )
+    gpu = {}
+    for p, gpu_name in (("colab", "a T4"), ("full", "an A100")):
+        minutes = sum(e.minutes for e in budget.course_estimates(p))
+        unsized = sorted(lesson for lesson, q in budget.NOT_YET_SIZED if q == p)
+        gpu[p] = f"on {gpu_name} {minutes:.0f} minutes" + (
+            f" (lessons {', '.join(unsized)} not yet sized for it)" if unsized else ""
+        )
     lines += [
         "",
-        f"All notebooks on `tiny`: {total / 60:.1f} minutes.",
+        f"All notebooks on `tiny`: {total / 60:.1f} minutes; estimated {gpu['colab']}; {gpu['full']}.",
         "",
         "Each lesson ends with two or three exercises, easiest first, whose check cells run offline in",
         "seconds: in a workshop, give the warm-up to everyone and the others to those who finish early.",
