@@ -181,11 +181,12 @@ def vision(profile: str) -> _Vision:
     )
 
 
-TINY_IMAGE_TOKENS = 16  # tiny-vlm (helpers.tiny.build): 64-pixel charts, 8-pixel patches, pixel shuffle 2
-
-
 def image_tokens(profile: str, tiles: int) -> int:
-    return tiles * (TINY_IMAGE_TOKENS if profile == "tiny" else vision(profile).tokens)
+    if profile == "tiny":
+        from helpers.tiny.build import IMAGE_TOKENS
+
+        return tiles * IMAGE_TOKENS
+    return tiles * vision(profile).tokens
 
 
 # --- one run -----------------------------------------------------------------------------------------
@@ -531,9 +532,8 @@ def _runs_07(p: str, s: registry.Sizes) -> list[Run]:
         method="full", precision=_precision(p), batch_size=8, seq_len=seq, gradient_checkpointing=True
     )
     fast = replace(trl, gradient_checkpointing=False)
-    trades = replace(
-        fast, precision="fp32", batch_size=8 if p == "tiny" else 4
-    )  # fp32 at 8 x 1,024 fills a T4
+    # float32 at 8 rows of 1,024 tokens would fill a T4: 4 rows on a GPU
+    trades = replace(fast, precision="fp32", batch_size=8 if p == "tiny" else 4)
     return [
         Run(
             "benchmark: TRL defaults and 7 variants, 3 rounds, an epoch each",

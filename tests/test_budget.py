@@ -9,6 +9,7 @@ import pytest
 
 from helpers import budget, registry
 from helpers.memory import GiB, TrainSetup, plan_memory
+from helpers.tiny.build import IMAGE_TOKENS
 
 
 def test_every_lesson_declares_its_runs_on_both_gpu_profiles():
@@ -184,8 +185,17 @@ def test_02s_comparison_runs_train_the_same_rows_on_every_profile_and_tiny_keeps
     50 and 20 of 32; the main run at most 200 steps."""
     for profile in ("tiny", "colab"):
         plan = budget.lesson_plan("02", profile)
-        rows = registry.SIZES[profile].batch_size * plan["compare"].accum  # packed: one row of batch x length
+        # a packed micro-batch is one sequence of batch_size rows
+        rows = registry.SIZES[profile].batch_size * plan["compare"].accum
         assert plan["compare"].steps * rows == budget.COMPARE_ROWS_02
         assert plan["resume"].steps * rows == budget.RESUME_ROWS_02
+        assert plan["main"].steps <= 200
     tiny = budget.lesson_plan("02", "tiny")
     assert (tiny["main"].steps, tiny["compare"].steps, tiny["resume"].steps) == (200, 100, 40)
+
+
+def test_tiny_plans_count_the_shipped_tiny_vlm_s_image_tokens():
+    """04's VLM run on tiny: the tokens tiny-vlm's processor puts in per chart, not a hub model's."""
+    shipped = registry.course_root() / "data" / "tiny-world" / "tiny-vlm" / "processor_config.json"
+    assert json.loads(shipped.read_text())["image_seq_len"] == IMAGE_TOKENS
+    assert budget.image_tokens("tiny", 1) == IMAGE_TOKENS < budget.image_tokens("colab", 1)

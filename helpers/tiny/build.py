@@ -299,6 +299,9 @@ class _LossLine(TrainerCallback):
 # --- vision-language model -------------------------------------------------------------------------
 
 
+IMAGE_TOKENS = 16  # tiny-vlm's tokens per chart: (64 px / 8 px patches)^2 = 64, pixel shuffle 2 -> 16
+
+
 def build_vlm(base_dir: Path, out: Path, spec: VlmSpec, log: Callable[[str], None] = _log) -> dict:
     """An Idefics3 (SmolVLM) model: a small vision tower and tiny-base's text model, aligned as
     real VLMs are before their task SFT: trained on captions and short questions of charts."""
@@ -343,7 +346,7 @@ def build_vlm(base_dir: Path, out: Path, spec: VlmSpec, log: Callable[[str], Non
             size={"longest_edge": 64}, max_image_size={"longest_edge": 64}, do_image_splitting=False
         ),
         tokenizer=tokenizer,
-        image_seq_len=16,
+        image_seq_len=IMAGE_TOKENS,
         chat_template=template,
     )
     report = {"spec": asdict(spec), **align_vlm(vlm, processor, spec, log)}
