@@ -32,7 +32,7 @@ def lora_ignoring_gqa(config, r, targets):
 WRONG = {
     "00.1": lambda p: ex.check_00_l4(("full", "bfloat16", "flash_attention_2")),
     "00.2": lambda p: ex.check_00_batch(16),
-    "01.1": lambda p: ex.check_01_max_length(recommend_max_length(ex.chat_lengths(p), 0.95) + 8, p),
+    "01.1": lambda p: ex.check_01_max_length(recommend_max_length(ex.chat_lengths(p), 0.975) + 8, p),
     "01.2": lambda p: ex.check_01_url_rule(Rule("urls", "no URLs", "no_pattern", pattern=r"https://"), p),
     "02.1": lambda p: ex.check_02_qv_params(12_345, p),
     "02.2": lambda p: ex.check_02_lora_formula(lora_ignoring_gqa),
@@ -54,7 +54,66 @@ WRONG = {
     "10.1": lambda p: ex.check_10_judge((0.75, 0.3)),  # consistency counted as the same letter twice
     "10.2": lambda p: ex.check_10_bits_per_weight({"Q8_0": 8.0, "Q4_0": 4.0}),  # the scales forgotten
     "10.3": lambda p: ex.check_10_fewshot(_fewshot_run(shots=0), zero_shot=0.1),
+    # The exercises that change a run, given the run the lesson already made (or a plausible slip)
+    "00.3": lambda p: ex.check_00_longer(ex.count_one_step(p, 64), p),
+    "01.3": lambda p: ex.check_01_number_rule(  # integers only, and every role
+        Rule("numbers", "no bare numbers", "no_pattern", pattern=r"^\d+$"), p
+    ),
+    "02.3": lambda p: ex.check_02_all_tokens(_run(assistant_only_loss=True), p),
+    "03.3": lambda p: ex.check_03_shuffled(_charts(p), ["1"] * len(_charts(p)), _charts(p), after=0.5),
+    "04.4": lambda p: ex.check_04_swapped(_run(global_step=0), []),
+    "05.3": lambda p: ex.check_05_prompts(_model(p, "teacher"), _model(p, "student"), p),  # the other way
+    "06.3": lambda p: ex.check_06_uneven([1, 3, 5, 7], {"global tokens": 1e-7, "mean of means": 0.18}, p),
+    "07.3": lambda p: ex.check_07_variant({"per_device_train_batch_size": 8}, *_bench(p)),  # nothing changed
+    "08.3": lambda p: ex.check_08_kv_heads(_llama(kv_heads=2), 1),
 }
+
+
+def _run(assistant_only_loss: bool = False, global_step: int = 1):
+    """What the run checks read first from a trainer: its settings and its step."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        args=SimpleNamespace(assistant_only_loss=assistant_only_loss),
+        state=SimpleNamespace(global_step=global_step),
+    )
+
+
+def _charts(profile):
+    from helpers.data import load_split
+
+    return list(load_split(profile, "charts", "test", n=8))
+
+
+def _model(profile, role):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(profile.models[role])
+
+
+def _bench(profile):
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from helpers.data import load_split
+    from helpers.training import ensure_training_template
+
+    tokenizer = ensure_training_template(AutoTokenizer.from_pretrained(profile.models["chat"]))
+    rows = load_split(profile, "chat", "train", n=64)
+    return profile.models["chat"], tokenizer, Dataset.from_list([{"messages": r["messages"]} for r in rows])
+
+
+def _llama(kv_heads: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        vocab_size=64,
+    )
+    return LlamaForCausalLM(config)
 
 
 @pytest.mark.parametrize("name", sorted(WRONG))
@@ -71,6 +130,14 @@ def test_blank_answers_wait(profile):
         ex.check_02_lora_formula(lambda config, r, targets: None),
         ex.check_03_relaxed(lambda prediction, target: None),
         ex.check_06_zero(None),
+        ex.check_00_longer(None, profile),
+        ex.check_02_all_tokens(None, profile),
+        ex.check_03_shuffled(None, None, [], after=0.5),
+        ex.check_04_swapped(None, []),
+        ex.check_05_prompts(None, None, profile),
+        ex.check_06_uneven(None, None, profile),
+        ex.check_07_variant(None, "", None, []),
+        ex.check_08_kv_heads(None, None),
     ]
     assert not any(blank)
     assert all("not answered yet" in repr(b) for b in blank)
@@ -105,9 +172,19 @@ def test_every_lesson_ends_with_exercises_its_solutions_assert(lesson):
         c.source for c in nbformat.read(solutions, as_version=4).cells if c.cell_type == "code"
     )
     for check in set(checks):
-        assert re.search(rf"^assert {check}\(", source, re.MULTILINE), (
-            f"{solutions.name} does not assert {check}"
+        asserted = re.search(rf"^assert {check}\(", source, re.MULTILINE) or re.search(
+            rf"^checked = {check}\(.*?^assert checked$", source, re.MULTILINE | re.DOTALL
         )
+        assert asserted, f"{solutions.name} does not assert {check}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_every_lesson_has_an_exercise_that_changes_a_run(lesson):
+    """At least one exercise asks the learner to change a setting, the data or the model and run
+    it again; its check measures the effect (the tests above and the solutions hold it to that)."""
+    cells = nbformat.read(lesson, as_version=4).cells
+    headings = [c.source for c in cells if c.cell_type == "markdown" and c.source.startswith("### Exercise")]
+    assert any(re.search(r"^Change (the|a) \w+:", h, re.MULTILINE) for h in headings), lesson.name
 
 
 def _grpo_run(generations: int, zero_std_shares: list[float]):
