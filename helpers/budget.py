@@ -278,7 +278,7 @@ def _precision(profile: str) -> str:
 
 
 # Lessons whose notebooks read their runs from here (lesson_plan), so declared on `tiny` too.
-PLANNED = ("02", "04", "06", "07", "09")
+PLANNED = ("02", "03", "04", "06", "07", "09")
 
 
 def lesson_runs(lesson: str, profile: str, sizes: registry.Sizes | None = None) -> list[Run]:
@@ -343,63 +343,76 @@ def _lora(p: str, s: registry.Sizes, **kw) -> TrainSetup:
 COMPARE_ROWS_02, RESUME_ROWS_02 = 1_600, 640
 
 
+# On `full` the main run trains the 1.7B for 40 steps (1,280 conversations), and the comparison and
+# resume runs train the profile's smaller model (the 360M) on 960 rows, in micro-batches of 4 rows:
+# the 1.7B at 16 rows of 2,048 tokens packed into one micro-batch needs 133 GiB, and ten such runs
+# take 1.5 hours.
+MAIN_STEPS_02 = {"full": 40}
+COMPARE_ROWS_BY_PROFILE_02 = {"full": 960}
+COMPARE_ROLE_02 = {"full": "student"}
+COMPARE_MICRO_ROWS_02 = {"full": 4}
+
+
 def _runs_02(p: str, s: registry.Sizes) -> list[Run]:
     # Notebook 02 reads these (lesson_plan). The main run at notebook 01's max_length, at most the
     # profile's cap.
     main = replace(_lora(p, s, gradient_checkpointing=True), seq_len=s.max_length_cap)
-    # Padding-free comparison runs: a micro-batch is its rows concatenated into one sequence.
-    packed = replace(
-        main, batch_size=1, seq_len=s.batch_size * s.max_length_cap, gradient_checkpointing=False
-    )
+    # Padding-free comparison runs: a micro-batch is its rows concatenated into one sequence, so the
+    # notebook reads the rows a micro-batch packs as this seq_len over the main run's.
+    micro_rows = COMPARE_MICRO_ROWS_02.get(p, s.batch_size)
+    packed = replace(main, batch_size=1, seq_len=micro_rows * s.max_length_cap, gradient_checkpointing=False)
     rows_a_step = s.batch_size * s.grad_accum
-    compare = max(1, min(s.max_steps // 2, COMPARE_ROWS_02 // rows_a_step))
+    accum = max(1, rows_a_step // micro_rows)  # the same rows a step as the main run
+    compare = max(1, min(s.max_steps // 2, COMPARE_ROWS_BY_PROFILE_02.get(p, COMPARE_ROWS_02) // rows_a_step))
     resume = max(4, min(4 * s.max_steps, RESUME_ROWS_02 // rows_a_step))  # two checkpoints and a stop
+    role = COMPARE_ROLE_02.get(p, "base")
+    main_steps = min(MAIN_STEPS_02.get(p, 200), s.max_steps)
     return [
         _generate("base model before SFT", "base", s.n_eval),
-        Run("LoRA SFT (main run)", "base", main, key="main", steps=min(200, s.max_steps), accum=s.grad_accum),
+        Run("LoRA SFT (main run)", "base", main, key="main", steps=main_steps, accum=s.grad_accum),
         _generate("after SFT, and merged", "base", s.n_eval, repeats=2),
         Run(
             "comparison: LoRA x2 seeds, NEFTune, 8-bit AdamW, label smoothing",
-            "base",
+            role,
             packed,
             key="compare",
             steps=compare,
-            accum=s.grad_accum,
+            accum=accum,
             repeats=5,
         ),
         Run(
             "comparison: QLoRA 4-bit",
-            "base",
+            role,
             replace(packed, method="qlora", quant_bits=4),
             steps=compare,
-            accum=s.grad_accum,
+            accum=accum,
         ),
         Run(
             "comparison: QLoRA 8-bit",
-            "base",
+            role,
             replace(packed, method="qlora", quant_bits=8),
             steps=compare,
-            accum=s.grad_accum,
+            accum=accum,
         ),
         Run(
             "comparison: prefix tuning (padded)",
-            "base",
-            replace(main, gradient_checkpointing=False),
+            role,
+            replace(main, batch_size=micro_rows, gradient_checkpointing=False),
             steps=compare,
-            accum=s.grad_accum,
+            accum=accum,
         ),
-        _generate("comparison runs scored", "base", s.n_eval, repeats=8),
+        _generate("comparison runs scored", role, s.n_eval, repeats=8),
         # straight through, then stopped halfway and resumed: twice the steps in all
         Run(
             "resume: straight, stopped, resumed",
-            "base",
+            role,
             packed,
             key="resume",
             steps=resume,
-            accum=s.grad_accum,
+            accum=accum,
             repeats=2,
         ),
-        _generate("resume runs scored", "base", s.n_eval, repeats=2),
+        _generate("resume runs scored", role, s.n_eval, repeats=2),
     ]
 
 
@@ -414,9 +427,17 @@ TILES = {"colab": 1, "full": 5}  # helpers.vlm.TILES_PER_SIDE: one tile, or 2 x 
 LANGUAGE_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+# On `full`, 200 steps of 32 charts (6,400 charts, 5 tiles each): three times the profile's steps, as on
+# the other profiles, would take over two hours.
+SFT_STEPS_03 = {"full": 200}
+
+
 def _runs_03(p: str, s: registry.Sizes) -> list[Run]:
-    t, n_test = TILES[p], min(s.n_eval, 100)
-    qlora = _vlm_setup(p, s, t, method="qlora", gradient_checkpointing=True)
+    # Notebook 03 reads these (lesson_plan).
+    t, n_test = TILES.get(p, 1), min(s.n_eval, 100)
+    method = "lora" if p == "tiny" else "qlora"  # 4-bit loading on the GPU profiles only
+    label = method.replace("q", "Q").replace("lora", "LoRA")
+    qlora = _vlm_setup(p, s, t, method=method, gradient_checkpointing=True)
     return [
         _generate("VLM before SFT", "vlm", n_test, new_tokens=16, tiles=t),
         Run(
@@ -427,25 +448,41 @@ def _runs_03(p: str, s: registry.Sizes) -> list[Run]:
             tiles=t,
         ),
         Run(
-            "memory: one step of QLoRA, without and with checkpointing",
+            f"memory: one step of {label}, without and with checkpointing",
             "vlm",
             replace(qlora, gradient_checkpointing=False),
             steps=1,
             tiles=t,
             repeats=2,
         ),
-        Run("QLoRA SFT on charts", "vlm", qlora, steps=3 * s.max_steps, accum=s.grad_accum, tiles=t),
+        Run(
+            f"{label} SFT on charts",
+            "vlm",
+            qlora,
+            key="sft",
+            steps=min(SFT_STEPS_03.get(p, 3 * s.max_steps), 3 * s.max_steps),
+            accum=s.grad_accum,
+            tiles=t,
+        ),
         _generate(
             "after SFT, with charts and with blank images", "vlm", n_test, new_tokens=16, tiles=t, repeats=2
         ),
     ]
 
 
+# On `full`, the 1.7B's four DPO runs at 16 pairs of 2,048 tokens a micro-batch need 38 GiB and over
+# three hours: there, 8 pairs a micro-batch, cut at 1,024 tokens, for 25 steps (400 pairs a run).
+DPO_SHAPE_04 = {"full": {"batch_size": 8, "seq_len": 1_024}}
+DPO_STEPS_04 = {"tiny": 150, "colab": 120, "full": 25}
+
+
 def _runs_04(p: str, s: registry.Sizes) -> list[Run]:
     # Notebook 04 reads these (lesson_plan). Four DPO runs of the same length (the main run and the
-    # sweep): 150 steps on `tiny`; 120 on a GPU (1,920 pairs), so that all four fit a T4's slot.
-    steps = min(150 if p == "tiny" else 120, int(0.75 * s.max_steps))
-    dpo = _lora(p, s, gradient_checkpointing=p != "tiny")  # a GPU's pairs run to 1,024 tokens and more
+    # sweep): 150 steps on `tiny`; 120 on a T4 (1,920 pairs), so that all four fit its slot.
+    steps = min(DPO_STEPS_04[p], int(0.75 * s.max_steps))
+    dpo = replace(  # a GPU's pairs run to 1,024 tokens and more
+        _lora(p, s, gradient_checkpointing=p != "tiny"), **DPO_SHAPE_04.get(p, {})
+    )
     pairs = {"sequences": 2, "reference": True}
     vlm_dpo = replace(
         _vlm_setup(p, s, TILES.get(p, 1), method="lora", lora_targets=LANGUAGE_LINEAR[:4]), batch_size=8
@@ -454,15 +491,15 @@ def _runs_04(p: str, s: registry.Sizes) -> list[Run]:
         Run(
             "SFT stage, when notebook 02 has not run",
             "base",
-            _lora(p, s),
+            _lora(p, s, gradient_checkpointing=p == "full"),  # the 1.7B at 16 x 2,048 tokens
             key="sft",
-            steps=min(100, s.max_steps),
+            steps=min(MAIN_STEPS_02.get(p, 100), s.max_steps),  # on `full`, as long as 02's main run
         ),
-        Run(
+        Run(  # at most 200 held-out pairs, cut as DPO trains on them
             "held-out pairs scored (before, after, 3 sweep runs)",
             "base",
-            scored=2 * s.n_eval * 5,
-            score_len=s.max_length,
+            scored=2 * min(s.n_eval, 200) * 5,
+            score_len=dpo.seq_len,
         ),
         _generate("held-out questions, before and after", "base", s.n_eval, repeats=2),
         Run("DPO beta 0.5 (main run)", "base", dpo, key="dpo", steps=steps, accum=2, **pairs),
@@ -697,9 +734,6 @@ EXTRA_MINUTES = {"10": LLAMA_CPP_BUILD_MINUTES}  # work outside the runs: buildi
 # overruns. tests/test_budget.py checks both ways: every other lesson fits, and every lesson here
 # still overruns (remove it once resized).
 NOT_YET_SIZED = {
-    ("02", "full"): "the 1.7B at batch 16 x 2,048: comparison runs without checkpointing",
-    ("03", "full"): "1,500 steps of 16 charts x 5 tiles",
-    ("04", "full"): "DPO on 16 pairs x 2,048 tokens, four runs",
     ("10", "full"): "GGUF scoring of 500 items on the CPU: the 360M in F32 twice, 44 minutes each",
 }
 

@@ -113,7 +113,9 @@ def main(timings_path: str = "build/timings.json", out: str = "docs/instructor_g
         minutes = sum(e.minutes for e in budget.course_estimates(p))
         unsized = sorted(lesson for lesson, q in budget.NOT_YET_SIZED if q == p)
         gpu[p] = f"on {gpu_name} {minutes:.0f} minutes" + (
-            f" (lessons {', '.join(unsized)} not yet sized for it)" if unsized else ""
+            f" (lesson{'s' if len(unsized) > 1 else ''} {', '.join(unsized)} not yet sized for it)"
+            if unsized
+            else ""
         )
     lines += [
         "",

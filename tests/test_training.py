@@ -245,3 +245,24 @@ def test_a_released_trainer_frees_its_model_and_optimizer_and_keeps_its_log(tiny
     release(trainer)
     assert model_ref() is None and optimizer_ref() is None
     assert trainer.args.max_steps == 2 and any("loss" in h for h in trainer.state.log_history)
+
+
+def test_a_merge_is_checked_in_float32_because_half_precision_rounding_hides_it(tiny):
+    """Notebook 02 compares merged and adapter logits in float32: in bf16, rounding the merged
+    weights alone moves the logits by more than a tolerance that would still catch a bad merge."""
+    from peft import LoraConfig, get_peft_model
+
+    ids = torch.randint(4, 500, (4, 40), generator=torch.Generator().manual_seed(0))
+    gaps = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny.models["base"], dtype=dtype)
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:  # a trained adapter's update, not PEFT's zero start
+                torch.nn.init.normal_(weight, std=0.02)
+        with torch.no_grad():
+            adapter = model(input_ids=ids).logits.float()
+            merged = model.merge_and_unload()(input_ids=ids).logits.float()
+        gaps[dtype] = (adapter - merged).abs().max().item()
+    assert gaps[torch.float32] < 1e-3 < gaps[torch.bfloat16], gaps
