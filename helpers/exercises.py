@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -604,10 +605,10 @@ def check_05_prompts(fewer, distilled, profile: Profile) -> Checked:
 
     from helpers.data import task_set
     from helpers.distill import chat_features
+    from helpers.training import ensure_training_template
 
     if fewer is None or distilled is None:
         return _not_answered("05.3", "two trained students: from fewer prompts and from all of them")
-    from helpers.training import ensure_training_template
 
     tokenizer = ensure_training_template(AutoTokenizer.from_pretrained(profile.models["student"]))
     features = chat_features(
@@ -657,7 +658,7 @@ def check_06_batch(answer: tuple[int, float] | None) -> Checked:
 
 
 def accumulated_gradient(model, micro_batches: Sequence[dict], normalise: str) -> torch.Tensor:
-    """Section 5's gradient over micro-batches: summed token losses over the whole batch's trained
+    """Section 3's `gradients` (notebook 06), the model passed in: the gradient over micro-batches: summed token losses over the whole batch's trained
     tokens ("global tokens"), or each micro-batch's mean loss, averaged ("mean of means")."""
     model.zero_grad()
     total = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
@@ -713,7 +714,7 @@ def check_06_uneven(
     return _report(
         "06.3",
         ok,
-        "run section 5's `gradients` on your micro-batches with both normalisations; answer "
+        "run section 3's `gradients` on your micro-batches with both normalisations; answer "
         '{"global tokens": ..., "mean of means": ...}, each rel(...) of the result.',
         f"Micro-batches of {list(sizes)} rows: global tokens {expected['global tokens']:.1e}, mean of means "
         f"{expected['mean of means']:.1e}.",
@@ -784,9 +785,10 @@ def check_07_variant(changes: dict | None, model: str, tokenizer, rows) -> Check
             "report_to": "none",
             "use_cpu": not torch.cuda.is_available(),
         }
-        args = SFTConfig(output_dir="/tmp/check_07_variant", **(settings | variant))
-        trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
-        shares[name] = real_token_share_of(trainer)
+        with tempfile.TemporaryDirectory() as out:  # nothing is trained or saved: batches only
+            args = SFTConfig(output_dir=out, **(settings | variant))
+            trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+            shares[name] = real_token_share_of(trainer)
     return _effect(
         "07.3",
         shares["yours"] > shares["TRL defaults"] + 0.02,

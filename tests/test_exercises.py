@@ -65,7 +65,7 @@ WRONG = {
     "05.3": lambda p: ex.check_05_prompts(_model(p, "teacher"), _model(p, "student"), p),  # the other way
     "06.3": lambda p: ex.check_06_uneven([1, 3, 5, 7], {"global tokens": 1e-7, "mean of means": 0.18}, p),
     "07.3": lambda p: ex.check_07_variant({"per_device_train_batch_size": 8}, *_bench(p)),  # nothing changed
-    "08.3": lambda p: ex.check_08_kv_heads(_llama(kv_heads=2), 1),
+    "08.3": lambda p: ex.check_08_kv_heads(_llama(kv_heads=4), 1),  # bytes not counted from the cache
 }
 
 
