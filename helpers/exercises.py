@@ -759,20 +759,12 @@ def check_07_adam8bit(answer: float | None) -> Checked:
     )
 
 
-def real_token_share_of(trainer: Any) -> float:
-    """Share of real (not padding) tokens in the positions a trainer's batches compute, one epoch."""
-    real = computed = 0
-    for batch in trainer.get_train_dataloader():
-        mask = batch.get("attention_mask")
-        computed += batch["input_ids"].numel()
-        real += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-    return real / computed
-
-
 def check_07_variant(changes: dict | None, model: str, tokenizer, rows) -> Checked:
     """`changes`: SFTConfig settings, neither padding-free nor packing, under which the batches of
     `rows` compute fewer padded positions than with TRL's defaults."""
     from trl import SFTConfig, SFTTrainer
+
+    from helpers.throughput import real_token_share_of
 
     if changes is None:
         return _not_answered("07.3", "a dict of SFTConfig changes")

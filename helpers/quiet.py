@@ -61,6 +61,19 @@ def _no_bars() -> None:
     std.tqdm.__init__ = silent
 
 
+# Libraries that warn while they are imported, before any lesson code runs: bitsandbytes on a CPU
+# with AVX512-BF16 looks for a kernel on the hub ("Failed to load CPU gemm_4bit_forward"), through
+# the `kernels` package ("Skipping publisher trust check"); the CPU path works without it.
+_IMPORT_TIME = ("bitsandbytes", "kernels")
+
+
+def mute_import_warnings() -> None:
+    """Run when `helpers` is imported, ahead of the libraries; unless COURSE_VERBOSE is set."""
+    if not verbose():
+        for name in _IMPORT_TIME:
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "").strip().lower() in {"1", "true", "yes"}
 
@@ -76,7 +89,7 @@ def quiet() -> bool:
         return False
     # Loggers first: bitsandbytes warns while it is imported, and transformers.trainer imports it.
     for name in (
-        "bitsandbytes",
+        *_IMPORT_TIME,
         "accelerate",
         "peft",
         "trl",

@@ -38,6 +38,7 @@ class Hardware:
     ram_gb: float = 0.0
     colab: bool = False
     flash_attn_installed: bool = False
+    cpu_bf16: bool = False  # bf16 units on the CPU (AVX512-BF16 or AMX), used by PyTorch's kernels
 
     @property
     def bf16(self) -> bool:
@@ -47,6 +48,19 @@ class Hardware:
     @property
     def flash_attention_2(self) -> bool:
         return self.bf16 and self.flash_attn_installed
+
+
+def _cpu_has_bf16_units() -> bool:
+    # PyTorch's CPU kernels at AVX512 or above, on a CPU whose flags list bf16 instructions (Linux);
+    # ATEN_CPU_CAPABILITY=avx2 (a stand-in for an older CPU) turns them off.
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX512_BF16", "AMX"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def detect_hardware() -> Hardware:
@@ -62,6 +76,7 @@ def detect_hardware() -> Hardware:
         ram_gb=round(psutil.virtual_memory().total / 2**30, 1),
         colab="google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ,
         flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
+        cpu_bf16=_cpu_has_bf16_units(),
     )
 
 

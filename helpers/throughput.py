@@ -12,7 +12,10 @@ Used by notebook 07 and `make bench` (scripts/bench_throughput.py).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -249,7 +252,10 @@ BASELINES = ("TRL defaults", "pad every row to max_length")
 def sft_variants(profile, pad_to: int = 1024) -> tuple[dict[str, dict], dict[str, str]]:
     """(variants, skipped): SFTConfig keyword changes to measure on this profile's device, each
     alone and stacked, and the tricks this device cannot use, with the reason. The second
-    baseline pads every row to `pad_to` tokens, a newcomer's fixed max_length."""
+    baseline pads every row to `pad_to` tokens, a newcomer's fixed max_length. Variants that
+    attend per sequence (helpers.packed_attention) are registered with transformers here."""
+    from helpers import packed_attention
+
     gpu = profile.device == "cuda"
     # TRL turns bf16 on. A GPU before Ampere (a T4: compute capability 7.5) only emulates it, slowly,
     # though torch.cuda.is_bf16_supported() says True there: every variant runs fp16 instead, so
@@ -267,8 +273,9 @@ def sft_variants(profile, pad_to: int = 1024) -> tuple[dict[str, dict], dict[str
     }
     skipped: dict[str, str] = {}
     if not gpu:
-        precision = {"bf16": False}  # TRL turns bf16 on; a CPU computes fp32 faster
-        variants["bf16 off"] = precision
+        variants["bf16 off"] = {"bf16": False}
+        # TRL's bf16 stays on where the CPU has bf16 units; elsewhere it is emulated, and slower
+        precision = {} if profile.hardware.cpu_bf16 else {"bf16": False}
     elif profile.bf16:
         precision = {}
         skipped["bf16"] = "already on: TRL's default on a bf16 GPU"
@@ -279,19 +286,28 @@ def sft_variants(profile, pad_to: int = 1024) -> tuple[dict[str, dict], dict[str
             "every variant here runs fp16 mixed precision instead"
         )
     variants["checkpointing off"] = {"gradient_checkpointing": False}
-    variants["padding-free"] = {"padding_free": True, "max_length": None}
+    padding_free = {"padding_free": True, "max_length": None}
+    variants["padding-free"] = padding_free
+    stacked = {**precision, "gradient_checkpointing": False, **padding_free}
+    if profile.attn_implementation == "flash_attention_2":
+        fa2 = {"model_init_kwargs": {"attn_implementation": "flash_attention_2"}}
+        variants["FlashAttention 2"] = fa2
+        stacked.update(fa2)
+        skipped["attention per sequence"] = "FlashAttention 2 attends within each sequence already"
+    else:
+        per_sequence = {"model_init_kwargs": {"attn_implementation": packed_attention.register()}}
+        variants["padding-free, attention per sequence"] = padding_free | per_sequence
+        stacked.update(per_sequence)
+        skipped["FlashAttention 2"] = (
+            "needs an Ampere or newer GPU and flash-attn; SDPA (the default) runs instead"
+        )
+    # Length grouping cuts padding but orders the rows by length, and that costs held-out loss
+    # (section 3 measures it); padding-free has no padding left to cut, so the recipe leaves it out.
     variants["length-grouped batches"] = {"train_sampling_strategy": "group_by_length"}
     variants["packing (bfd, 512 x batch 2)"] = {
         "packing": True,
         "max_length": 512,
         "per_device_train_batch_size": 2,
-    }
-    stacked = {
-        **precision,
-        "gradient_checkpointing": False,
-        "padding_free": True,
-        "max_length": None,
-        "train_sampling_strategy": "group_by_length",
     }
     if gpu:
         variants["2 DataLoader workers, pinned memory"] = {
@@ -309,16 +325,37 @@ def sft_variants(profile, pad_to: int = 1024) -> tuple[dict[str, dict], dict[str
             "needs gcc and ~45 s to compile here, then recompiles as batch shapes change (no gain "
             'measured on this CPU); to try it, add a variant with {"torch_compile": True}'
         )
-    if profile.attn_implementation == "flash_attention_2":
-        fa2 = {"model_init_kwargs": {"attn_implementation": "flash_attention_2"}}
-        variants["FlashAttention 2"] = fa2
-        stacked.update(fa2)
-    else:
-        skipped["FlashAttention 2"] = (
-            "needs an Ampere or newer GPU and flash-attn; SDPA (the default) runs instead"
-        )
     variants["stacked recipe"] = stacked
     return {name: {**base, **changes} for name, changes in variants.items()}, skipped
+
+
+def sft_trainer(
+    model: str, tokenizer, dataset, changes: dict, output_dir: str, batch_size: int = 8, **settings
+):
+    """A quiet SFTTrainer for one epoch over `dataset` in batches of `batch_size` rows, under one
+    variant's `changes` (and any further SFTConfig `settings`), saving nothing."""
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    args = {
+        "output_dir": output_dir,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": batch_size,
+        "use_cpu": not torch.cuda.is_available(),
+        "include_num_input_tokens_seen": "non_padding",
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        "seed": 0,
+        **settings,
+        **changes,
+    }
+    trainer = SFTTrainer(
+        model=model, args=SFTConfig(**args), train_dataset=dataset, processing_class=tokenizer
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def sft_benchmark(
@@ -341,9 +378,6 @@ def sft_benchmark(
     seconds)."""
     from functools import partial
 
-    from transformers import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
-
     from helpers import rehearsal
 
     if rehearsal.active():
@@ -352,27 +386,209 @@ def sft_benchmark(
         variants = {name: changes | {"max_steps": 1} for name, changes in variants.items()}
 
     def run(changes: dict) -> dict[str, float]:
-        settings = {
-            "output_dir": output_dir,
-            "num_train_epochs": 1,
-            "per_device_train_batch_size": batch_size,
-            "use_cpu": not torch.cuda.is_available(),
-            "include_num_input_tokens_seen": "non_padding",
-            "report_to": "none",
-            "save_strategy": "no",
-            "logging_strategy": "no",
-            "disable_tqdm": True,
-            "seed": 0,
-            **changes,
-        }
-        trainer = SFTTrainer(
-            model=model, args=SFTConfig(**settings), train_dataset=dataset, processing_class=tokenizer
+        return measure_trainer(
+            sft_trainer(model, tokenizer, dataset, changes, output_dir, batch_size), warmup=0
         )
-        trainer.remove_callback(PrinterCallback)
-        return measure_trainer(trainer, warmup=0)
 
     table = interleaved({name: partial(run, changes) for name, changes in variants.items()}, rounds)
     for base in BASELINES:
         if base in table.index:
             table[f"x {base}"] = table["tokens/s"] / table.loc[base, "tokens/s"]
     return table
+
+
+def real_token_share_of(trainer: Trainer) -> float:
+    """Share of real (not padding) tokens in the positions a trainer's batches compute, one epoch."""
+    real = computed = 0
+    for batch in trainer.get_train_dataloader():
+        mask = batch.get("attention_mask")
+        computed += batch["input_ids"].numel()
+        real += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+    return real / computed
+
+
+@torch.no_grad()
+def chat_loss(model, tokenizer, rows: list[dict], max_tokens: int = 4096) -> float:
+    """Mean cross-entropy per token over every token of chat `rows` (dicts with "messages"), the
+    tokens SFT trains on by default. Batches hold at most `max_tokens` padded positions: a hub
+    set's long rows times a 49,152-token vocabulary would otherwise fill a GPU with logits."""
+    from helpers.training import token_batches
+
+    was_training = model.training
+    model.eval()
+    encoded = [tokenizer.apply_chat_template(r["messages"], return_dict=True)["input_ids"] for r in rows]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    total, count = 0.0, 0
+    for batch in token_batches(encoded, [len(ids) for ids in encoded], max_tokens):
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in batch], device=model.device)
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch], device=model.device)
+        logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]  # padded on the right
+        targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        total += torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum"
+        ).item()
+        count += int((targets != -100).sum())
+    model.train(was_training)
+    return total / count
+
+
+def sft_quality(
+    model: str,
+    tokenizer,
+    dataset,
+    held_out: list[dict],
+    variants: dict[str, dict],
+    seeds: tuple[int, ...] = (0, 1, 2),
+    learning_rate: float = 2e-4,
+    batch_size: int = 8,
+    output_dir: str = "runs/quality",
+) -> pd.DataFrame:
+    """Held-out loss (chat_loss on `held_out`) after one epoch over `dataset` under each variant,
+    one row per variant and a column per seed: the same rows, the same tokens, the same learning
+    rate, so a variant that trains faster but worse shows it against the seed spread."""
+    from helpers import rehearsal
+    from helpers.training import trained_model
+
+    if rehearsal.active():  # stand-ins with random weights: each variant's code path, one step a seed
+        dataset, seeds, held_out = (
+            dataset.select(range(min(len(dataset), batch_size))),
+            seeds[:2],
+            held_out[:2],
+        )
+    table = {}
+    for name, changes in variants.items():
+        losses = {}
+        for seed in seeds:
+            epoch = {k: v for k, v in changes.items() if k != "max_steps"}
+            trainer = sft_trainer(
+                model,
+                tokenizer,
+                dataset,
+                epoch,
+                output_dir,
+                batch_size,
+                learning_rate=learning_rate,
+                seed=seed,
+            )
+            trainer.train()
+            # without accelerate's autocast wrapper: every model scored in the same precision
+            losses[f"seed {seed}"] = chat_loss(trained_model(trainer), tokenizer, held_out)
+        table[name] = losses
+    table = pd.DataFrame(table).T
+    table["mean"] = table.mean(axis=1)
+    table["seed spread"] = table.drop(columns="mean").max(axis=1) - table.drop(columns="mean").min(axis=1)
+    return table
+
+
+def quality_verdict(table: pd.DataFrame, name: str, reference: str = "TRL defaults") -> str:
+    """Whether `name`'s mean held-out loss (a sft_quality table) is within the seed spread of the
+    reference's, or worse or better beyond it."""
+    gap = table.loc[name, "mean"] - table.loc[reference, "mean"]
+    noise = max(table.loc[name, "seed spread"], table.loc[reference, "seed spread"])
+    verdict = "within the seed spread" if abs(gap) <= noise else ("worse" if gap > 0 else "better")
+    return f"{name}: held-out loss {gap:+.3f} vs {reference} (seed spread {noise:.3f}): {verdict}"
+
+
+# --- where a step's time goes ------------------------------------------------------------------------
+
+PROFILE_PARTS = (
+    "matrix multiplies",
+    "attention",
+    "other tensor ops",
+    "optimizer",
+    "data loading",
+    "Python and framework",
+)
+
+
+def _part(name: str) -> str:
+    if "scaled_dot_product" in name or "flash_attention" in name:
+        return "attention"
+    if name.split("::")[-1].lstrip("_") in {"mm", "addmm", "addmm_", "bmm", "baddbmm", "linear"}:
+        return "matrix multiplies"
+    return "other tensor ops"
+
+
+def _span(event) -> str | None:
+    """The PROFILE_PARTS span an event is, or runs inside, if any."""
+    while event is not None:
+        if event.name.startswith("Optimizer."):
+            return "optimizer"
+        if event.name.startswith("enumerate(DataLoader)"):
+            return "data loading"
+        event = event.cpu_parent
+    return None
+
+
+class _ProfiledSteps(TrainerCallback):
+    """torch.profiler from the start of training to the end of its last step: the Trainer's set-up
+    before and its clean-up after (a garbage collection of ~0.3 s) are not steps."""
+
+    def __init__(self, cuda: bool):
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        self.profiler = profile(activities=activities)
+        self.wall = self._start = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        _sync()
+        with _c_stderr_silenced():
+            self.profiler.__enter__()
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            _sync()
+            self.wall = time.perf_counter() - self._start
+            with _c_stderr_silenced():
+                self.profiler.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def _c_stderr_silenced():
+    """The profiler's C++ side writes a line at each start and stop straight to file descriptor 2,
+    which a notebook shows; for those moments only, it goes nowhere."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def step_profile(trainer: Trainer) -> pd.Series:
+    """Train under torch.profiler and split the steps' wall time into PROFILE_PARTS, in % of it.
+
+    On a CPU: the optimizer's step and zero_grad, and fetching batches, count whole (their Python
+    included); every other tensor op counts by its own (self) time; "Python and framework" is the
+    rest of the wall time: the Trainer, the model's Python, autograd's bookkeeping, each op's
+    dispatch. On a GPU, ops count by the time their kernels ran, and "Python and framework" is the
+    time the GPU sat idle, waiting for the host. The profiler's own overhead lands in that last
+    part too: read it as an upper bound."""
+    from helpers import rehearsal
+
+    if rehearsal.active():  # a stand-in's step takes seconds on a CPU: one step shows the code path
+        trainer.args.max_steps = 1
+    cuda = torch.cuda.is_available() and trainer.args.device.type == "cuda"
+    steps = _ProfiledSteps(cuda)
+    trainer.add_callback(steps)
+    trainer.train()
+    prof, wall = steps.profiler, steps.wall
+    parts = dict.fromkeys(PROFILE_PARTS, 0.0)
+    for event in prof.events():
+        span = _span(event)
+        if cuda:
+            if event.name.startswith("aten::"):
+                parts[span or _part(event.name)] += event.self_device_time_total / 1e6
+        elif span is not None:
+            if event.name.startswith(("Optimizer.", "enumerate(DataLoader)")):
+                parts[span] += event.cpu_time_total / 1e6
+        elif event.name.startswith("aten::"):
+            parts[_part(event.name)] += event.self_cpu_time_total / 1e6
+    parts["Python and framework"] = max(wall - sum(parts.values()), 0.0)
+    return pd.Series({k: 100 * v / wall for k, v in parts.items()}, name="% of wall time")

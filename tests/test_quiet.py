@@ -72,3 +72,23 @@ def test_course_verbose_keeps_everything():
     assert "disable_tqdm: False" in out
     assert "1.25" in out
     assert "own bar off: False" in out
+
+
+def test_importing_helpers_mutes_what_libraries_say_while_they_are_imported():
+    # bitsandbytes, imported by transformers.trainer, warns at import on a CPU with AVX512-BF16:
+    # before any lesson cell calls quiet(). Importing helpers comes first in every lesson.
+    probe = textwrap.dedent(
+        """
+        import logging
+        import helpers
+        print([logging.getLogger(n).getEffectiveLevel() for n in ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub")])
+        """
+    )
+    for verbose, expected in ((False, "[40, 40]"), (True, "[30, 30]")):
+        env = {k: v for k, v in os.environ.items() if k != "COURSE_VERBOSE"} | (
+            {"COURSE_VERBOSE": "1"} if verbose else {}
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+        )
+        assert done.stdout.strip() == expected, (verbose, done.stdout)

@@ -2,23 +2,29 @@
 
 import time
 
+import pandas as pd
 import pytest
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from helpers import throughput
+from helpers import packed_attention, runtime, throughput
 from helpers.data import task_set
 from helpers.runtime import PRESETS, Hardware, choose_profile, get_profile, preset_for
 from helpers.throughput import (
     BASELINES,
     StepTimes,
     UtilisationMonitor,
+    chat_loss,
     interleaved,
     largest_batch,
     measure_loop,
+    quality_verdict,
     sft_benchmark,
+    sft_quality,
+    sft_trainer,
     sft_variants,
+    step_profile,
 )
 from helpers.training import ensure_training_template
 
@@ -77,8 +83,21 @@ def test_variants_on_a_cpu_skip_what_it_cannot_use():
     profile = choose_profile(Hardware(cpu_cores=2, ram_gb=8), "tiny")
     variants, skipped = sft_variants(profile)
     assert all(b in variants for b in BASELINES) and "stacked recipe" in variants
-    assert variants["stacked recipe"]["bf16"] is False
+    stacked = variants["stacked recipe"]
+    assert stacked["bf16"] is False  # no bf16 units: TRL's default would be emulated
+    assert (
+        stacked["padding_free"]
+        and stacked["model_init_kwargs"]["attn_implementation"] == packed_attention.NAME
+    )
+    assert "train_sampling_strategy" not in stacked  # length grouping costs held-out loss (section 3)
     assert "FlashAttention 2" in skipped and "torch.compile" in skipped
+    with_units = choose_profile(Hardware(cpu_cores=2, ram_gb=8, cpu_bf16=True), "tiny")
+    assert "bf16" not in sft_variants(with_units)[0]["stacked recipe"]  # TRL's bf16 stays on
+
+
+def test_cpu_bf16_units_follow_the_kernels_torch_uses(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert runtime._cpu_has_bf16_units() is False  # ATEN_CPU_CAPABILITY=avx2, or an older CPU
 
 
 def test_every_variant_on_a_t4_runs_fp16_not_emulated_bf16():
@@ -87,9 +106,20 @@ def test_every_variant_on_a_t4_runs_fp16_not_emulated_bf16():
     assert "bf16" in skipped and "torch.compile" in variants
     for name, changes in variants.items():  # TRL's bf16 default would be emulated, slowly
         assert changes.get("fp16") is True and changes.get("bf16") is False, name
-    a100 = Hardware(cuda=True, gpu_name="A100", vram_gb=80.0, compute_capability=(8, 0), cpu_cores=8)
-    variants, _ = sft_variants(choose_profile(a100, "full"))
+    attention = variants["stacked recipe"]["model_init_kwargs"]["attn_implementation"]
+    assert attention == packed_attention.NAME  # no FlashAttention 2 on a T4
+    a100 = Hardware(
+        cuda=True,
+        gpu_name="A100",
+        vram_gb=80.0,
+        compute_capability=(8, 0),
+        cpu_cores=8,
+        flash_attn_installed=True,
+    )
+    variants, skipped = sft_variants(choose_profile(a100, "full"))
     assert not any("fp16" in changes for changes in variants.values())
+    attention = variants["stacked recipe"]["model_init_kwargs"]["attn_implementation"]
+    assert attention == "flash_attention_2" and "attention per sequence" in skipped
 
 
 def test_a_rehearsal_benchmarks_one_step_of_one_batch_a_variant(monkeypatch, tmp_path):
@@ -121,3 +151,66 @@ def test_presets_follow_the_hardware():
     assert preset_for(v100)[1].precision == "fp16"  # no bf16 before Ampere
     assert preset_for(Hardware(cpu_cores=4))[0] == "CPU (laptop, CI)"
     assert len(PRESETS) >= 4
+
+
+def _rows(n: int) -> Dataset:
+    return Dataset.from_list([{"messages": r["messages"]} for r in task_set(n)])
+
+
+def test_the_profile_splits_the_steps_wall_time(tmp_path, monkeypatch):
+    profile = get_profile()
+    model = profile.models["base"]
+    tokenizer = ensure_training_template(AutoTokenizer.from_pretrained(model))
+    variants, _ = sft_variants(profile)
+    shares = step_profile(sft_trainer(model, tokenizer, _rows(24), variants["stacked recipe"], str(tmp_path)))
+    assert list(shares.index) == list(throughput.PROFILE_PARTS)
+    assert (shares >= 0).all() and shares.sum() == pytest.approx(100, abs=0.5)
+    assert shares["matrix multiplies"] > 1 and shares["attention"] > 0 and shares["optimizer"] > 0
+    monkeypatch.setenv("COURSE_REHEARSAL", "1")  # a stand-in's steps take seconds: one step
+    trainer = sft_trainer(model, tokenizer, _rows(24), variants["stacked recipe"], str(tmp_path))
+    step_profile(trainer)
+    assert trainer.state.global_step == 1
+
+
+def test_chat_loss_is_the_models_own_loss_on_one_row():
+    profile = get_profile()
+    model = AutoModelForCausalLM.from_pretrained(profile.models["chat"])
+    tokenizer = AutoTokenizer.from_pretrained(profile.models["chat"])
+    row = {"messages": task_set(1)[0]["messages"]}
+    ids = tokenizer.apply_chat_template(row["messages"], return_dict=True, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        own = model(input_ids=ids, labels=ids).loss.item()
+    assert chat_loss(model, tokenizer, [row]) == pytest.approx(own, rel=1e-5)
+    # padding a batch changes nothing: each row's tokens weigh the same
+    rows = [{"messages": r["messages"]} for r in task_set(6)]
+    one_by_one = [chat_loss(model, tokenizer, [r]) for r in rows]
+    lengths = [
+        len(tokenizer.apply_chat_template(r["messages"], return_dict=True)["input_ids"]) - 1 for r in rows
+    ]
+    expected = sum(loss * n for loss, n in zip(one_by_one, lengths)) / sum(lengths)
+    assert chat_loss(model, tokenizer, rows, max_tokens=200) == pytest.approx(expected, rel=1e-4)
+
+
+def test_quality_compares_held_out_loss_against_the_seed_spread(tmp_path):
+    profile = get_profile()
+    model = profile.models["base"]
+    tokenizer = ensure_training_template(AutoTokenizer.from_pretrained(model))
+    held_out = [{"messages": r["messages"]} for r in task_set(8)]
+    table = sft_quality(
+        model,
+        tokenizer,
+        _rows(16),
+        held_out,
+        {"TRL defaults": {}, "lr x0": {"learning_rate": 0.0}},
+        seeds=(0, 1),
+        output_dir=str(tmp_path),
+    )
+    assert list(table.columns) == ["seed 0", "seed 1", "mean", "seed spread"]
+    untrained = chat_loss(AutoModelForCausalLM.from_pretrained(model), tokenizer, held_out)
+    assert table.loc["lr x0", "seed 0"] == pytest.approx(untrained, rel=1e-5)  # nothing trained
+    assert table.loc["TRL defaults", "mean"] < untrained  # two steps at lr 2e-4 move it
+    hand = pd.DataFrame(
+        {"mean": [3.0, 3.01, 3.2], "seed spread": [0.02, 0.03, 0.01]}, index=["TRL defaults", "same", "worse"]
+    )
+    assert quality_verdict(hand, "same").endswith("within the seed spread")
+    assert quality_verdict(hand, "worse").endswith("worse")
