@@ -86,7 +86,7 @@ GROUPS = [
 
 
 # CI's other checks, minutes measured in a local CI run at one torch thread (they only order the queue).
-CI_MINUTES = {"e2e": 0.9, "colab-check": 3.7, "test-min": 5.3, "stand-ins": 0.5, "colab 07_gpu_tuning": 5.0,
+CI_MINUTES = {"e2e": 0.9, "colab-check": 3.7, "test-min": 5.3, "stand-ins": 0.5, "colab 07_gpu_tuning": 3.8,
               "colab 06_multi_gpu": 4.6, "colab 04_dpo": 3.3, "colab 05_distillation": 3.1, "colab 08_efficient_architectures": 2.0,
               "colab 09_rl_grpo": 4.1, "colab 10_evaluate_and_ship": 1.9, "colab solutions": 5.5, "full solutions": 4.2,
               "full 00_setup": 1.4, "colab 03_vlm_chartqa": 1.5, "cluster-check": 3.2}  # fmt: skip
