@@ -578,9 +578,14 @@ def step_profile(trainer: Trainer) -> pd.Series:
     steps = _ProfiledSteps(cuda)
     trainer.add_callback(steps)
     trainer.train()
-    prof, wall = steps.profiler, steps.wall
+    return _split_wall(steps.profiler.events(), steps.wall, cuda)
+
+
+def _split_wall(events, wall: float, cuda: bool) -> pd.Series:
+    """step_profile's arithmetic over the profiler's events (FunctionEvent: name, cpu_parent and
+    times in microseconds), `wall` seconds of steps."""
     parts = dict.fromkeys(PROFILE_PARTS, 0.0)
-    for event in prof.events():
+    for event in events:
         span = _span(event)
         if cuda:
             if event.name.startswith("aten::"):

@@ -214,3 +214,40 @@ def test_quality_compares_held_out_loss_against_the_seed_spread(tmp_path):
     )
     assert quality_verdict(hand, "same").endswith("within the seed spread")
     assert quality_verdict(hand, "worse").endswith("worse")
+
+
+def test_the_profile_counts_each_op_once_on_a_cpu_and_kernels_on_a_gpu():
+    from types import SimpleNamespace
+
+    def event(name, parent=None, self_cpu=0.0, total_cpu=0.0, device=0.0):
+        return SimpleNamespace(
+            name=name,
+            cpu_parent=parent,
+            self_cpu_time_total=self_cpu,
+            cpu_time_total=total_cpu,
+            self_device_time_total=device,
+        )
+
+    step = event("Optimizer.step#AdamW.step", self_cpu=50e3, total_cpu=100e3)
+    fetch = event(
+        "enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__", self_cpu=10e3, total_cpu=50e3
+    )
+    events = [
+        event("aten::mm", self_cpu=200e3, device=300e3),
+        event("aten::_scaled_dot_product_flash_attention_for_cpu", self_cpu=100e3, device=100e3),
+        event("aten::mul", self_cpu=150e3, device=50e3),
+        step,
+        event(
+            "aten::_fused_adamw_", parent=step, self_cpu=50e3, device=40e3
+        ),  # inside the step: counted there
+        fetch,
+        event("aten::cat", parent=fetch, self_cpu=40e3),
+        event("ChunkedLogProbFunction", self_cpu=30e3),  # a Python span: the rest of the wall time
+    ]
+    cpu = throughput._split_wall(events, wall=1.0, cuda=False)
+    assert cpu["matrix multiplies"] == pytest.approx(20) and cpu["attention"] == pytest.approx(10)
+    assert cpu["other tensor ops"] == pytest.approx(15) and cpu["optimizer"] == pytest.approx(10)
+    assert cpu["data loading"] == pytest.approx(5) and cpu["Python and framework"] == pytest.approx(40)
+    gpu = throughput._split_wall(events, wall=1.0, cuda=True)  # kernel time; the rest is the GPU idle
+    assert gpu["matrix multiplies"] == pytest.approx(30) and gpu["optimizer"] == pytest.approx(4)
+    assert gpu["other tensor ops"] == pytest.approx(5) and gpu["Python and framework"] == pytest.approx(51)
