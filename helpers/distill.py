@@ -78,6 +78,29 @@ def pad_batch(features: Sequence[dict[str, list[int]]], pad_id: int | None) -> d
     return {"input_ids": ids, "labels": labels, "attention_mask": attention}
 
 
+def pack_batch(features: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+    """A padding-free batch (notebook 07): every row concatenated into one, with position ids that
+    restart at each row so that attention stays within it. No pad token, no attention mask.
+
+    A row's first token is never trained (its label is -100: the chat template starts with a
+    prompt), so no position learns to predict one row from the one before it; the shifted loss over
+    the packed row is the padded batch's, on fewer tokens."""
+    ids, labels, positions = [], [], []
+    for f in features:
+        if f["labels"][0] != -100:
+            raise ValueError(
+                "a packed row's first label must be -100: it would be predicted from the row before it"
+            )
+        ids += f["input_ids"]
+        labels += f["labels"]
+        positions += range(len(f["input_ids"]))
+    return {
+        "input_ids": torch.tensor([ids]),
+        "labels": torch.tensor([labels]),
+        "position_ids": torch.tensor([positions]),
+    }
+
+
 def trained_positions(labels: torch.Tensor) -> torch.Tensor:
     """Where the logits predict a trained token: logits[:, :-1][mask] lines up with labels[:, 1:][mask]."""
     return labels[:, 1:] != -100
@@ -133,16 +156,17 @@ def logit_storage_bytes(
 
 
 class TopkCollator:
-    """Pads a batch and attaches the teacher's cached top-k for exactly its trained positions.
+    """Pads a batch (or packs it, `packed=True`) and attaches the teacher's cached top-k for
+    exactly its trained positions.
 
     Each feature carries its row number (`row`) into the cache; the slices are concatenated in
     batch order, which is the order of logits[:, :-1][trained_positions(labels)]."""
 
-    def __init__(self, topk: dict[str, torch.Tensor], pad_id: int | None):
-        self.topk, self.pad_id = topk, pad_id
+    def __init__(self, topk: dict[str, torch.Tensor], pad_id: int | None, packed: bool = False):
+        self.topk, self.pad_id, self.packed = topk, pad_id, packed
 
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
-        batch = pad_batch(features, self.pad_id)
+        batch = pack_batch(features) if self.packed else pad_batch(features, self.pad_id)
         off = self.topk["offsets"]
         rows = [int(f["row"]) for f in features]
         batch["teacher_values"] = torch.cat([self.topk["values"][off[r] : off[r + 1]] for r in rows]).float()

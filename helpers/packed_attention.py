@@ -15,7 +15,7 @@ On a CPU it also computes attention in float32 under bf16 autocast: PyTorch's bf
 kernel for the CPU ran about 5x slower than its float32 one at these sizes (0.2 ms vs 1.1 ms
 forward and backward for 8 x 4 heads x 28 tokens, measured on a 2-core AVX512-BF16 Xeon), while
 the linear layers gain from bf16. Batches with padding (an attention mask) and generation fall
-through to transformers' own SDPA path. Used by notebook 07 and `make bench`.
+through to transformers' own SDPA path. Used by notebooks 05 and 07 and `make bench`.
 """
 
 from __future__ import annotations
@@ -81,6 +81,12 @@ def _mask_unless_one_row(batch_size: int, q_length: int, kv_length: int, **kwarg
     if batch_size == 1 and q_length == kv_length and kwargs.get("attention_mask") is None:
         return None
     return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, **kwargs)
+
+
+def padding_free_attention(attn_implementation: str) -> str:
+    """The attention for padding-free batches given a profile's: FlashAttention 2 attends within
+    each sequence already; anything else gets NAME (registered here)."""
+    return attn_implementation if attn_implementation == "flash_attention_2" else register()
 
 
 def register() -> str:

@@ -11,11 +11,13 @@ from helpers.distill import (
     check_same_vocab,
     load_topk,
     logit_storage_bytes,
+    pack_batch,
     pad_batch,
     save_topk,
     teacher_topk,
     trained_positions,
 )
+from helpers.packed_attention import padding_free_attention
 from helpers.registry import models_for
 from helpers.tiny.build import ensure_built
 from helpers.tiny.tokenizer import train_tokenizer
@@ -105,3 +107,33 @@ def test_pad_batch_without_a_pad_token_masks_the_padding():
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert pad_batch(features, 2)["input_ids"][1].tolist() == [8, 2, 2]
+
+
+def test_a_packed_batch_trains_as_the_padded_one(base):
+    """Notebook 05's students train on padding-free rows: same loss, same teacher slices, fewer tokens."""
+    model, tokenizer = base
+    packed_model = AutoModelForCausalLM.from_pretrained(
+        models_for("tiny")["base"], attn_implementation=padding_free_attention("sdpa")
+    )
+    assert padding_free_attention("flash_attention_2") == "flash_attention_2"
+    features = chat_features(tokenizer, CHATS, max_length=256)
+    topk = teacher_topk(model, features, k=4, pad_id=tokenizer.pad_token_id)
+    rows = [dict(features[i], row=i) for i in (2, 0, 1)]
+    padded = TopkCollator(topk, tokenizer.pad_token_id)(rows)
+    packed = TopkCollator(topk, tokenizer.pad_token_id, packed=True)(rows)
+    assert packed["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in features))
+    assert "attention_mask" not in packed and packed["position_ids"][0].tolist().count(0) == 3
+    for key in ("teacher_values", "teacher_indices"):
+        assert torch.equal(padded[key], packed[key])
+    loss = {}
+    for name, batch, m in (("padded", padded, model), ("packed", packed, packed_model)):
+        inputs = {k: v for k, v in batch.items() if not k.startswith("teacher_")}
+        with torch.no_grad():
+            out = m(**inputs)
+        loss[name] = out.loss
+        top = out.logits[:, :-1][trained_positions(batch["labels"])].topk(4, dim=-1).indices
+        assert torch.equal(top, batch["teacher_indices"])  # each position lines up with its slice
+    assert torch.allclose(loss["padded"], loss["packed"], atol=1e-5)
+    # A row whose first token is trained would be predicted from the end of the row before it.
+    with pytest.raises(ValueError, match="first label"):
+        pack_batch([features[0], {"input_ids": [5, 6], "labels": [5, 6]}])
