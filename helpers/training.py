@@ -19,6 +19,7 @@ from typing import TypeVar
 import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedTokenizerBase
 
+from helpers.packed_attention import padding_free_attention
 from helpers.runtime import Profile
 
 T = TypeVar("T")
@@ -71,13 +72,19 @@ def guard_4bit_on_cpu(model: torch.nn.Module) -> int:
     return len(layers)
 
 
-def load_for_training(path: str, profile: Profile, bits: int | None = None) -> torch.nn.Module:
-    """The model at `path` in the profile's dtype, quantised to `bits` (4 or 8) for QLoRA.
+def load_for_training(
+    path: str, profile: Profile, bits: int | None = None, padding_free: bool = False
+) -> torch.nn.Module:
+    """The model at `path` in the profile's dtype, quantised to `bits` (4 or 8) for QLoRA; with
+    `padding_free`, its attention stays within each sequence of a packed row (helpers.packed_attention).
 
     Says plainly when bitsandbytes cannot quantise here, instead of failing deep inside it."""
+    attention = profile.attn_implementation
+    if padding_free:
+        attention = padding_free_attention(attention)
     if bits is None:
         return AutoModelForCausalLM.from_pretrained(
-            path, dtype=profile.torch_dtype, attn_implementation=profile.attn_implementation
+            path, dtype=profile.torch_dtype, attn_implementation=attention
         ).to(profile.device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -85,6 +92,7 @@ def load_for_training(path: str, profile: Profile, bits: int | None = None) -> t
             quantization_config=quantization_config(profile, bits),
             dtype=profile.torch_dtype,
             device_map=profile.device,
+            attn_implementation=attention,
         )
     except (ImportError, RuntimeError, ValueError) as err:
         raise RuntimeError(
