@@ -147,14 +147,18 @@ def ensure_training_template(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTo
     )
 
 
-def token_batches(items: Sequence[T], lengths: Sequence[int], max_tokens: int) -> list[list[T]]:
+def token_batches(
+    items: Sequence[T], lengths: Sequence[int], max_tokens: int, max_items: int | None = None
+) -> list[list[T]]:
     """Consecutive items, as many per batch as fit `max_tokens` once padded to the longest (at
-    least one). Scoring a hub set's long tail in fixed batches of rows puts rows x longest x
-    vocabulary logits on the GPU at once; a token budget bounds that whatever the lengths."""
+    least one), and at most `max_items`. Scoring a hub set's long tail in fixed batches of rows puts
+    rows x longest x vocabulary logits on the GPU at once; a token budget bounds that whatever the
+    lengths."""
     batches: list[list[T]] = []
     width = 0
     for item, length in zip(items, lengths, strict=True):
-        if batches and max(width, length) * (len(batches[-1]) + 1) <= max_tokens:
+        room = batches and (max_items is None or len(batches[-1]) < max_items)
+        if room and max(width, length) * (len(batches[-1]) + 1) <= max_tokens:
             batches[-1].append(item)
             width = max(width, length)
         else:
