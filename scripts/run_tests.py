@@ -41,7 +41,7 @@ SOL = "notebooks/solutions"
 @dataclass(frozen=True)
 class Group:
     paths: tuple[str, ...]  # what one pytest run collects; for a command, a name other groups wait on
-    minutes: float  # its time alone on 2 cores (make run's table): only orders the queue
+    minutes: float  # its minutes in a lane of `make test` (its closing table): only orders the queue
     after: tuple[str, ...] = ()  # paths whose groups must finish first
     command: tuple[str, ...] = ()  # run this instead of pytest (CI's other checks)
 
@@ -56,31 +56,31 @@ class Group:
 
 
 GROUPS = [
-    Group(("tests",), 2.5),
-    Group((f"{NB}/00_setup.ipynb",), 0.4),
-    Group((f"{NB}/01_token_lengths.ipynb",), 0.3),
-    Group((f"{NB}/02_lora_sft.ipynb",), 5.8, after=(f"{NB}/01_token_lengths.ipynb",)),
-    Group((f"{NB}/03_vlm_chartqa.ipynb",), 5.9),
-    Group((f"{NB}/04_dpo.ipynb",), 4.7, after=(f"{NB}/02_lora_sft.ipynb",)),
-    Group((f"{NB}/05_distillation.ipynb",), 8.9, after=(f"{NB}/01_token_lengths.ipynb",)),
-    Group((f"{NB}/06_multi_gpu.ipynb",), 4.6),
-    Group((f"{NB}/07_gpu_tuning.ipynb",), 6.6, after=(f"{NB}/01_token_lengths.ipynb",)),
-    Group((f"{NB}/08_efficient_architectures.ipynb",), 0.6),
-    Group((f"{NB}/09_rl_grpo.ipynb",), 5.0),
-    Group((f"{SOL}/09_rl_grpo_solutions.ipynb",), 0.5, after=(f"{NB}/09_rl_grpo.ipynb",)),
-    Group((f"{NB}/10_evaluate_and_ship.ipynb",), 0.7, after=(f"{NB}/09_rl_grpo.ipynb",)),
+    Group(("tests",), 2.2),
+    Group((f"{NB}/00_setup.ipynb",), 0.3),
+    Group((f"{NB}/01_token_lengths.ipynb",), 0.2),
+    Group((f"{NB}/02_lora_sft.ipynb",), 2.4, after=(f"{NB}/01_token_lengths.ipynb",)),
+    Group((f"{NB}/03_vlm_chartqa.ipynb",), 1.5),
+    Group((f"{NB}/04_dpo.ipynb",), 1.8, after=(f"{NB}/02_lora_sft.ipynb",)),
+    Group((f"{NB}/05_distillation.ipynb",), 3.4, after=(f"{NB}/01_token_lengths.ipynb",)),
+    Group((f"{NB}/06_multi_gpu.ipynb",), 1.7),
+    Group((f"{NB}/07_gpu_tuning.ipynb",), 2.7, after=(f"{NB}/01_token_lengths.ipynb",)),
+    Group((f"{NB}/08_efficient_architectures.ipynb",), 0.3),
+    Group((f"{NB}/09_rl_grpo.ipynb",), 4.5),
+    Group((f"{SOL}/09_rl_grpo_solutions.ipynb",), 0.2, after=(f"{NB}/09_rl_grpo.ipynb",)),
+    Group((f"{NB}/10_evaluate_and_ship.ipynb",), 1.2, after=(f"{NB}/09_rl_grpo.ipynb",)),
     # Each lesson's last exercise trains or measures a changed run: two groups, to share the lanes.
     Group(
         tuple(f"{SOL}/{name}_solutions.ipynb" for name in (
             "00_setup", "01_token_lengths", "02_lora_sft", "03_vlm_chartqa", "04_dpo",
         )),
-        3.0,
+        1.5,
     ),
     Group(
         tuple(f"{SOL}/{name}_solutions.ipynb" for name in (
             "05_distillation", "06_multi_gpu", "07_gpu_tuning", "08_efficient_architectures", "10_evaluate_and_ship"
         )),
-        3.0,
+        1.9,
     ),
 ]  # fmt: skip
 

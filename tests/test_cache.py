@@ -163,13 +163,16 @@ def test_a_damaged_manifest_means_rebuild_not_crash(fresh_cache):
 
 def test_two_processes_build_once(fresh_cache):
     """A second process waits for the first one's build instead of building the same part too."""
+    go = fresh_cache / "second-is-waiting"
     code = textwrap.dedent(
-        """
-        import time
+        f"""
+        import pathlib, time
         from helpers.tiny import build as tb
         real = tb._build_part
-        def slow(part, root, out):  # a long build, so that the second process surely finds it running
-            time.sleep(10)
+        def slow(part, root, out):  # holds the lock until the second process says it is waiting
+            deadline = time.time() + 120
+            while not pathlib.Path({str(go)!r}).exists() and time.time() < deadline:
+                time.sleep(0.1)
             return real(part, root, out)
         tb._build_part = slow
         tb.ensure_built(["data"])
@@ -184,7 +187,14 @@ def test_two_processes_build_once(fresh_cache):
     first_out = [first.stdout.readline()]  # "[tiny] building data ...": it holds the lock now
     assert "building data" in first_out[0], first_out
     second = start()
-    second_out = second.communicate(timeout=300)[0]
+    second_out = []
+    for line in second.stdout:  # until it waits (or ends: then the asserts below say why)
+        second_out.append(line)
+        if "waiting for it to finish" in line:
+            break
+    go.touch()
+    second_out.append(second.communicate(timeout=300)[0])
+    second_out = "".join(second_out)
     first_out.append(first.communicate(timeout=300)[0])
     assert first.returncode == 0 and second.returncode == 0, (first_out, second_out)
     assert "waiting for it to finish" in second_out and "building data" not in second_out, second_out
