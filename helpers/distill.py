@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DataCollatorWithFlattening, PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers.training import token_batches
 
@@ -78,29 +78,6 @@ def pad_batch(features: Sequence[dict[str, list[int]]], pad_id: int | None) -> d
     return {"input_ids": ids, "labels": labels, "attention_mask": attention}
 
 
-def pack_batch(features: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-    """A padding-free batch (notebook 07): every row concatenated into one, with position ids that
-    restart at each row so that attention stays within it. No pad token, no attention mask.
-
-    A row's first token is never trained (its label is -100: the chat template starts with a
-    prompt), so no position learns to predict one row from the one before it; the shifted loss over
-    the packed row is the padded batch's, on fewer tokens."""
-    ids, labels, positions = [], [], []
-    for f in features:
-        if f["labels"][0] != -100:
-            raise ValueError(
-                "a packed row's first label must be -100: it would be predicted from the row before it"
-            )
-        ids += f["input_ids"]
-        labels += f["labels"]
-        positions += range(len(f["input_ids"]))
-    return {
-        "input_ids": torch.tensor([ids]),
-        "labels": torch.tensor([labels]),
-        "position_ids": torch.tensor([positions]),
-    }
-
-
 def trained_positions(labels: torch.Tensor) -> torch.Tensor:
     """Where the logits predict a trained token: logits[:, :-1][mask] lines up with labels[:, 1:][mask]."""
     return labels[:, 1:] != -100
@@ -159,6 +136,9 @@ def logit_storage_bytes(
     }
 
 
+flatten = DataCollatorWithFlattening(return_tensors="pt")
+
+
 class TopkCollator:
     """Pads a batch (or packs it, `packed=True`) and attaches the teacher's cached top-k for
     exactly its trained positions.
@@ -170,7 +150,9 @@ class TopkCollator:
         self.topk, self.pad_id, self.packed = topk, pad_id, packed
 
     def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
-        batch = pack_batch(features) if self.packed else pad_batch(features, self.pad_id)
+        # packed: transformers' padding-free collator, one row with position ids restarting at each
+        # sequence and each sequence's first label -100 (notebook 07)
+        batch = flatten(features) if self.packed else pad_batch(features, self.pad_id)
         off = self.topk["offsets"]
         rows = [int(f["row"]) for f in features]
         batch["teacher_values"] = torch.cat([self.topk["values"][off[r] : off[r + 1]] for r in rows]).float()
