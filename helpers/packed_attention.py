@@ -15,7 +15,7 @@ On a CPU it also computes attention in float32 under bf16 autocast: PyTorch's bf
 kernel for the CPU ran about 5x slower than its float32 one at these sizes (0.2 ms vs 1.1 ms
 forward and backward for 8 x 4 heads x 28 tokens, measured on a 2-core AVX512-BF16 Xeon), while
 the linear layers gain from bf16. Batches with padding (an attention mask) and generation fall
-through to transformers' own SDPA path. Used by notebooks 05 and 07 and `make bench`.
+through to transformers' own SDPA path. Used by notebooks 02, 05, 06 and 07 and `make bench`.
 """
 
 from __future__ import annotations
