@@ -7,9 +7,14 @@ run that misbehaves. Errors always show: only progress bars, information and war
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import os
+import sys
 import warnings
+from collections.abc import Callable
+from types import ModuleType
 
 VERBOSE_ENV = "COURSE_VERBOSE"
 
@@ -31,9 +36,8 @@ class _ErrorsOnly(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
-def _silent_trainer_log() -> None:
+def _silence_printer(hf_trainer) -> None:
     """Trainer prints a dict per logging step when its bar is off; lessons plot log_history instead."""
-    import transformers.trainer as hf_trainer
     from transformers import PrinterCallback
 
     class SilentPrinter(PrinterCallback):
@@ -42,6 +46,32 @@ def _silent_trainer_log() -> None:
 
     if hf_trainer.PrinterCallback is PrinterCallback:
         hf_trainer.PrinterCallback = SilentPrinter
+
+
+class _OnImport(importlib.abc.MetaPathFinder):
+    """Calls `then(module)` right after `name` is imported, and leaves the import to Python."""
+
+    def __init__(self, name: str, then: Callable[[ModuleType], None]):
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # once, and out of the way of the real lookup
+        spec = importlib.util.find_spec(fullname)
+        run, then = spec.loader.exec_module, self.then
+        spec.loader.exec_module = lambda module: (run(module), then(module))[0]
+        return spec
+
+
+def _silent_trainer_log() -> None:
+    # transformers.trainer takes seconds to import (peft and bitsandbytes come with it): patch it
+    # when a lesson imports it, so that lessons and processes that never train do not pay for it.
+    name = "transformers.trainer"
+    if name in sys.modules:
+        _silence_printer(sys.modules[name])
+    elif not any(isinstance(f, _OnImport) and f.name == name for f in sys.meta_path):
+        sys.meta_path.insert(0, _OnImport(name, _silence_printer))
 
 
 def _no_bars() -> None:

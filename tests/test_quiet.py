@@ -13,6 +13,7 @@ PROBE = textwrap.dedent(
     import logging, sys, warnings
     from helpers.quiet import quiet
     print("quiet:", quiet())
+    print("trainer imported:", "transformers.trainer" in sys.modules)  # seconds: only when a lesson trains
     import transformers
     from transformers import TrainingArguments
     logging.basicConfig(stream=sys.stdout, format="LOG %(name)s %(message)s")
@@ -52,6 +53,7 @@ def run_probe(verbose: bool) -> str:
 def test_quiet_mutes_bars_chatter_and_known_warnings_but_not_errors():
     out = run_probe(verbose=False)
     assert "quiet: True" in out
+    assert "trainer imported: False" in out
     assert "gemm_4bit_forward" not in out and "Setting accelerator" not in out and "Kwargs passed" not in out
     assert "a real DeepSpeed error" in out  # errors still show
     caught = out.split("warnings:")[1].splitlines()[0]
