@@ -49,8 +49,6 @@ from transformers import (
     AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
-    PrinterCallback,
-    TrainerCallback,
 )
 
 from helpers.registry import course_root, course_seed, tiny_dir
@@ -258,7 +256,19 @@ def chat_scores(model, tokenizer, rows) -> dict[str, float]:
 
 def sft(model, tokenizer, train_rows, spec: TinySpec, workdir: Path, log: Callable[[str], None] = _log):
     """Full fine-tuning on chat rows with TRL, loss on assistant tokens only."""
+    # Here, not at the top: the Trainer's modules take seconds to import, and every lesson imports
+    # this module (get_profile checks the world) while only a build trains.
+    from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
+
+    class LossLine(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if (
+                logs
+                and "loss" in logs
+                and (state.global_step % 250 == 0 or state.global_step == state.max_steps)
+            ):
+                log(f"  sft step {state.global_step:>5}  loss {float(logs['loss']):.3f}")
 
     args = SFTConfig(
         output_dir=str(workdir),
@@ -282,18 +292,9 @@ def sft(model, tokenizer, train_rows, spec: TinySpec, workdir: Path, log: Callab
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer)
     # One short line per 250 steps, as pretrain() logs, instead of the Trainer's dict per log step.
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(_LossLine(log))
+    trainer.add_callback(LossLine())
     trainer.train()
     return trainer.model.eval()
-
-
-class _LossLine(TrainerCallback):
-    def __init__(self, log: Callable[[str], None]):
-        self.log = log
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs and (state.global_step % 250 == 0 or state.global_step == state.max_steps):
-            self.log(f"  sft step {state.global_step:>5}  loss {float(logs['loss']):.3f}")
 
 
 # --- vision-language model -------------------------------------------------------------------------
