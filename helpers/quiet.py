@@ -59,6 +59,8 @@ class _OnImport(importlib.abc.MetaPathFinder):
             return None
         sys.meta_path.remove(self)  # once, and out of the way of the real lookup
         spec = importlib.util.find_spec(fullname)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            return spec  # nothing to wrap: the import goes on (or fails) as it would have
         run, then = spec.loader.exec_module, self.then
         spec.loader.exec_module = lambda module: (run(module), then(module))[0]
         return spec
