@@ -381,10 +381,21 @@ def check_02_all_tokens(run: Any, profile: Profile) -> Checked:
 # --- 03 VLM -----------------------------------------------------------------------------------------
 
 
-# SmolVLM-256M's published image processor (data/hub/models.json), what `colab` loads, and a
-# ChartQA-sized chart
-SMOLVLM_PROCESSOR = {"longest_edge": 2048, "tile": 512, "tokens_per_tile": 64}
-CHART_SIZE = (800, 557)  # width, height in pixels
+def _colab_vlm_processor() -> dict:
+    """The image-processor settings published with the VLM `colab` loads (data/hub/models.json)."""
+    from helpers import registry
+    from helpers.rehearsal import published
+
+    settings = published()["models"][registry.HUB_MODELS["colab"]["vlm"]]["processor"]
+    return {
+        "longest_edge": settings["size"]["longest_edge"],
+        "tile": settings["max_image_size"]["longest_edge"],
+        "tokens_per_tile": settings["image_seq_len"],
+    }
+
+
+SMOLVLM_PROCESSOR = _colab_vlm_processor()  # SmolVLM-256M's: longest edge, tile size, tokens a tile
+CHART_SIZE = (800, 557)  # a ChartQA-sized chart: width, height in pixels
 
 
 def smolvlm_image_tokens(size: tuple[int, int] = CHART_SIZE) -> int:
@@ -398,10 +409,8 @@ def smolvlm_image_tokens(size: tuple[int, int] = CHART_SIZE) -> int:
         max_image_size={"longest_edge": SMOLVLM_PROCESSOR["tile"]},
         do_image_splitting=True,
     )
-    tiles = processor(images=[[Image.new("RGB", size, "white")]], return_tensors="pt")["pixel_values"].shape[
-        1
-    ]
-    return tiles * SMOLVLM_PROCESSOR["tokens_per_tile"]
+    pixels = processor(images=[[Image.new("RGB", size, "white")]], return_tensors="pt")["pixel_values"]
+    return pixels.shape[1] * SMOLVLM_PROCESSOR["tokens_per_tile"]
 
 
 def check_03_image_tokens(answer: int | None) -> Checked:

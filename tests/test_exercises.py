@@ -36,9 +36,7 @@ WRONG = {
     "01.2": lambda p: ex.check_01_url_rule(Rule("urls", "no URLs", "no_pattern", pattern=r"https://"), p),
     "02.1": lambda p: ex.check_02_qv_params(12_345, p),
     "02.2": lambda p: ex.check_02_lora_formula(lora_ignoring_gqa),
-    "03.1": lambda p: ex.check_03_image_tokens(
-        5 * 64
-    ),  # 2 x 2 tiles and the global view: not scaled up first
+    "03.1": lambda p: ex.check_03_image_tokens(5 * 64),  # 2 x 2 tiles + global view: not scaled up
     "03.2": lambda p: ex.check_03_relaxed(lambda pred, target: pred.strip() == target.strip()),
     "04.1": lambda p: ex.check_04_dpo_loss(0.6931),  # log 2: the loss before any training
     "04.2": lambda p: ex.check_04_beta_weights({0.01: 0.5, 0.1: 0.5, 0.5: 0.5, 1.0: 0.5}),
