@@ -370,6 +370,8 @@ def _runs_02(p: str, s: registry.Sizes) -> list[Run]:
     return [
         _generate("base model before SFT", "base", s.n_eval),
         Run("LoRA SFT (main run)", "base", main, key="main", steps=main_steps, accum=s.grad_accum),
+        # its held-out loss, 8 times in the run: the held-out questions with their short answers
+        Run("held-out loss during the main run", "base", scored=8 * s.n_eval, score_len=128),
         _generate("after SFT, and merged", "base", s.n_eval, repeats=2),
         Run(
             "comparison: LoRA x2 seeds, NEFTune, 8-bit AdamW, label smoothing",
@@ -504,6 +506,10 @@ def _runs_04(p: str, s: registry.Sizes) -> list[Run]:
         ),
         _generate("held-out questions, before and after", "base", s.n_eval, repeats=2),
         Run("DPO beta 0.5 (main run)", "base", dpo, key="dpo", steps=steps, accum=2, **pairs),
+        # its held-out loss, 6 times in the run: 100 pairs, policy and reference, chosen and rejected
+        Run(
+            "held-out pairs' loss during the main run", "base", scored=6 * 100 * 2 * 2, score_len=dpo.seq_len
+        ),
         Run("sweep: beta 0.1, beta 2.0, IPO", "base", dpo, steps=steps, accum=2, repeats=3, **pairs),
         Run(
             "DPO on the VLM with chart pairs",

@@ -23,6 +23,14 @@ def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> lis
     return sorted(set(ids) | {tokenizer.eos_token_id} - {None})
 
 
+def _cache_keeps_adapter(model: PreTrainedModel) -> bool:
+    """False for a PEFT prefix- or prompt-tuned model: with the KV cache on, its generate() returns
+    the base model's tokens, the virtual tokens dropped (measured: peft 0.21, transformers 5.25; its forward
+    pass does use them). Without the cache each step recomputes the whole sequence, prefix included."""
+    config = getattr(model, "active_peft_config", None)
+    return not getattr(config, "is_prompt_learning", False)
+
+
 # Every row of a batch is left-padded to its longest prompt, and each new token attends over that
 # width: one 2,700-token chat among 63 short ones makes the batch cost as much as 64 long ones. On
 # 600 of notebook 05's training prompts (one torch thread): 34 s in batches of 64, 8 s under this
@@ -68,6 +76,7 @@ def _replies(
                 ).to(model.device)
             out = model.generate(
                 **batch,
+                use_cache=_cache_keeps_adapter(model),
                 pad_token_id=tokenizer.pad_token_id,
                 # Stop at the tokenizer's end of turn too: a base model's config may name another.
                 eos_token_id=_stop_ids(model, tokenizer),

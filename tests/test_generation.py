@@ -48,3 +48,32 @@ def test_capped_batches_give_the_same_replies(chat):
     # sampling: k replies per item, in the items' order, whatever the batches
     k = sample_replies(model, tokenizer, items[:2], k=3, max_new_tokens=4)
     assert len(k) == 2 and all(len(r) == 3 for r in k)
+
+
+def test_a_prefix_tuned_model_generates_with_its_prefix(chat):
+    """peft drops the virtual tokens from generate() when the KV cache is on; generate_replies must
+    not: its greedy replies are those of a forward pass over the whole sequence, prefix included."""
+    import torch
+    from peft import PrefixTuningConfig, get_peft_model
+
+    model, tokenizer = chat
+    items = conversations()[:3]
+    plain = generate_replies(model, tokenizer, items, max_new_tokens=6)
+    fresh = AutoModelForCausalLM.from_pretrained(models_for("tiny")["chat"])  # the fixture's stays plain
+    tuned = get_peft_model(fresh, PrefixTuningConfig(num_virtual_tokens=8, task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for weight in tuned.prompt_encoder.parameters():
+            weight.copy_(3 * torch.randn_like(weight))  # a prefix that changes every reply
+    with_prefix = generate_replies(tuned, tokenizer, items, max_new_tokens=6)
+    assert with_prefix != plain
+    # the first greedy token of each reply, from a forward pass with the prefix (one row, no padding)
+    tuned.eval()
+    firsts = []
+    for item in items:
+        ids = tokenizer.apply_chat_template(
+            item, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        with torch.no_grad():
+            firsts.append(tokenizer.decode(tuned(**ids).logits[0, -1].argmax()).strip())
+    assert all(r.startswith(f) for r, f in zip(with_prefix, firsts)), (with_prefix, firsts)
