@@ -75,11 +75,14 @@ def test_chart_rows_use_chartqa_columns_and_answers_match_the_bars():
 
 
 def test_alignment_rows_ask_what_the_bars_answer():
-    rows = charts.alignment_rows(200, seed=3, shares=(0.3, 0.6))
+    rows = charts.alignment_rows(300, seed=3, shares=(0.3, 0.6))
+    value_templates = [a for a in charts.ASKS if "{c}" in a]
+    tallest_asks = {a for a in charts.ASKS if "{c}" not in a}
+    value_asks = {a.format(c=c): c for a in value_templates for c in charts.COLOURS}
     captions = [r for r in rows if r["ask"] == "Describe the chart."]
-    values = [r for r in rows if r["ask"].endswith("?") and r["ask"] != "tallest?"]
-    tallest = [r for r in rows if r["ask"] == "tallest?"]
-    assert len(captions) + len(values) + len(tallest) == 200 and 40 < len(captions) < 80
+    values = [r for r in rows if r["ask"] in value_asks]
+    tallest = [r for r in rows if r["ask"] in tallest_asks]
+    assert len(captions) + len(values) + len(tallest) == 300 and 60 < len(captions) < 120
     for r in captions:
         words = r["answer"].split()
         assert (
@@ -87,8 +90,16 @@ def test_alignment_rows_ask_what_the_bars_answer():
             and set(words[::2]) <= set(charts.COLOURS)
             and all(int(v) in charts.VALUES for v in words[1::2])
         )
-    assert all(r["ask"][:-1] in charts.COLOURS and int(r["answer"]) in charts.VALUES for r in values)
+    assert all(int(r["answer"]) in charts.VALUES for r in values)
     assert all(r["answer"] in charts.COLOURS for r in tallest)
+    # every wording is used, and none is the lessons' own (notebook 03's SFT teaches that one)
+    assert len({r["ask"].replace(value_asks[r["ask"]], "{c}") for r in values}) == len(value_templates)
+    assert {r["ask"] for r in tallest} == tallest_asks
+    # the first builds' two wordings, as a spec can still ask for them
+    two = charts.alignment_rows(100, seed=3, asks=["{c}?", "tallest?"])
+    assert {r["ask"] for r in two} <= {f"{c}?" for c in charts.COLOURS} | {"tallest?", "Describe the chart."}
+    lesson_queries = {r["query"] for r in charts.chart_rows(300, seed=3)}
+    assert not lesson_queries & {r["ask"] for r in rows}
     assert charts.alignment_rows(5, seed=3)[0]["answer"] == rows[0]["answer"]  # seeded
 
 

@@ -7,6 +7,7 @@ Used by helpers.tiny.build and notebook 03.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
@@ -44,11 +45,33 @@ def random_bars(rng: random.Random) -> dict[str, int]:
     return dict(zip(colours, rng.sample(VALUES, len(colours))))
 
 
-def alignment_rows(n: int, seed: int, shares: tuple[float, float] = (0.3, 0.6)) -> list[dict]:
+# How the alignment stage asks for one bar's value ("{c}" is its colour) and for the tallest bar:
+# several wordings, as a real VLM's instruction data has, so that a question worded otherwise (the
+# lessons' ChartQA wording, which no alignment row uses) still reaches the skill. Asked only "red?",
+# tiny-vlm ranked a bar's true value above a random other 85% of the time when asked "red?" but 61%
+# when asked the lessons' way.
+ASKS = (
+    "{c}?",
+    "{c} bar?",
+    "value of {c}?",
+    "how tall is the {c} bar?",
+    "the {c} one, how high?",
+    "tallest?",
+    "which bar is tallest?",
+    "highest bar, which colour?",
+)
+
+
+def alignment_rows(
+    n: int, seed: int, shares: tuple[float, float] = (0.3, 0.6), asks: Sequence[str] = ASKS
+) -> list[dict]:
     """Rows of tiny-vlm's alignment stage (helpers.tiny.build): a chart, a short request and its
-    answer. Captions read every bar left to right ("red 40 blue 70 green 20"); short questions
-    ask one bar's value ("red?") or the tallest bar ("tallest?"), in `shares` of captions and
-    values, the rest tallest. Worded unlike the lessons' questions, which SFT then teaches."""
+    answer. Captions read every bar left to right ("red 40 blue 70 green 20"); questions ask one
+    bar's value (the `asks` with "{c}": "red?", "value of red?", ...) or the tallest bar (the other
+    `asks`), in `shares` of captions and values, the rest tallest. None of ASKS is worded as the
+    lessons' questions, which SFT then teaches."""
+    value_asks = [a for a in asks if "{c}" in a]
+    tallest_asks = [a for a in asks if "{c}" not in a]
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
@@ -58,9 +81,9 @@ def alignment_rows(n: int, seed: int, shares: tuple[float, float] = (0.3, 0.6)) 
             ask, answer = "Describe the chart.", " ".join(f"{c} {v}" for c, v in bars.items())
         elif task < shares[0] + shares[1]:
             colour = rng.choice(list(bars))
-            ask, answer = f"{colour}?", str(bars[colour])
+            ask, answer = rng.choice(value_asks).format(c=colour), str(bars[colour])
         else:
-            ask, answer = "tallest?", max(bars, key=bars.__getitem__)
+            ask, answer = rng.choice(tallest_asks), max(bars, key=bars.__getitem__)
         rows.append({"image": render_bar_chart(bars), "ask": ask, "answer": answer})
     return rows
 
