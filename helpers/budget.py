@@ -477,7 +477,7 @@ def _runs_03(p: str, s: registry.Sizes) -> list[Run]:
 # three hours: there, 8 pairs a micro-batch, cut at 1,024 tokens, for 25 steps (400 pairs a run).
 DPO_SHAPE_04 = {"full": {"batch_size": 8, "seq_len": 1_024}}
 DPO_STEPS_04 = {"tiny": 150, "colab": 120, "full": 25}
-# tiny-vlm's chart pairs: in one world 60 steps reached 76% reward accuracy and 120 steps 81%.
+# tiny-vlm's chart pairs: 120 steps gained 2-5 points of reward accuracy over 60 in two worlds.
 VLM_DPO_STEPS_04 = {"tiny": 120}
 
 

@@ -130,7 +130,7 @@ class VlmSpec:
 # That build, asked only "red?", ranked a bar's true value above a random other 85% of the time in
 # its own wording but 61% in the lessons' (so 04's DPO on chart pairs found little to sharpen), and
 # in some worlds the reading came late or not at all. Hence several wordings, 6,000 steps, and the
-# vision tower and connector at 3x the rate: in five worlds 04's chart pairs then reached 72-80%.
+# vision tower and connector at 3x the rate: in five worlds 04's chart pairs then reached 71-87%.
 VLM = VlmSpec(
     align_steps=6000,
     batch_size=16,
