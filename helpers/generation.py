@@ -7,6 +7,7 @@ also samples several replies per question (pass@k).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -29,6 +30,20 @@ def _cache_keeps_adapter(model: PreTrainedModel) -> bool:
     pass does use them). Without the cache each step recomputes the whole sequence, prefix included."""
     config = getattr(model, "active_peft_config", None)
     return not getattr(config, "is_prompt_learning", False)
+
+
+def _generate(model: PreTrainedModel, batch, **kwargs) -> torch.Tensor:
+    if _cache_keeps_adapter(model):
+        return model.generate(**batch, **kwargs)
+    try:
+        return model.generate(**batch, use_cache=False, **kwargs)
+    except RuntimeError as err:  # older peft and transformers cannot run a prefix without the cache
+        warnings.warn(
+            f"generating without the KV cache failed ({str(err).splitlines()[0]}); with it, these replies "
+            "may be the base model's, without the prefix: upgrade peft and transformers",
+            stacklevel=3,
+        )
+        return model.generate(**batch, **kwargs)
 
 
 # Every row of a batch is left-padded to its longest prompt, and each new token attends over that
@@ -74,9 +89,9 @@ def _replies(
                 batch = tokenizer.apply_chat_template(
                     items, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
                 ).to(model.device)
-            out = model.generate(
-                **batch,
-                use_cache=_cache_keeps_adapter(model),
+            out = _generate(
+                model,
+                batch,
                 pad_token_id=tokenizer.pad_token_id,
                 # Stop at the tokenizer's end of turn too: a base model's config may name another.
                 eos_token_id=_stop_ids(model, tokenizer),
