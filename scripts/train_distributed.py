@@ -158,6 +158,13 @@ def deepspeed_run(args, model, tokenizer, features, rank: int, world: int) -> di
     # ACCELERATE_USE_CPU (set for the CPU DDP runs) would make accelerate pick DDP over DeepSpeed;
     # use_cpu=True below already keeps DeepSpeed on the CPU.
     os.environ.pop("ACCELERATE_USE_CPU", None)
+    if not torch.cuda.is_available():
+        # On CPUs DeepSpeed first compiles a shared-memory all-reduce, a C++ op: about a minute on
+        # 2 cores, and again in every other environment (it shares one build folder). gloo's
+        # all-reduce does the same reductions, and on tensors this small as fast.
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     held: dict[str, int] = {}
 
     class Measure(TrainerCallback):
