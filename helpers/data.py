@@ -17,6 +17,12 @@ import datasets
 from helpers.runtime import Profile
 
 ROLES = ("system", "user", "assistant")
+# On a hub profile every 4th chat training row is one of the course's own skill conversations
+# ("What is the first letter of c a t?"), so that the held-out questions every lesson scores
+# (task_set) ask for skills its training teaches, on a GPU as on a CPU. The hub's chat rows alone
+# teach none of them: a SmolLM2 model would score near 0% before and after its SFT.
+SKILL_ROW_EVERY = 4
+HELD_OUT_MAX = 1000  # task_set(n) for any n up to this is kept out of every training row
 
 
 def load_split(profile: Profile, role: str, split: str = "train", n: int | None = None) -> datasets.Dataset:
@@ -31,11 +37,12 @@ def load_split(profile: Profile, role: str, split: str = "train", n: int | None 
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     src = profile.datasets[role]
     split_name = src.train_split if split == "train" else src.test_split
+    mixed = role == "chat" and split == "train" and profile.name != "tiny"  # the GPU profiles' mix
     if src.local_path is not None:
         ds = datasets.load_from_disk(src.local_path)[split_name]
     else:
         try:
-            ds = _from_hub(src, split_name, n)
+            ds = _from_hub(src, split_name, n - n // SKILL_ROW_EVERY if mixed and n is not None else n)
         except Exception as err:  # offline, gated, renamed: say what to do instead
             raise RuntimeError(
                 f"Could not load {src.hub_id!r} from the hub for profile {profile.name!r}: {err}\n"
@@ -44,9 +51,44 @@ def load_split(profile: Profile, role: str, split: str = "train", n: int | None 
     missing = [c for c in src.columns if c not in ds.column_names]
     if missing:
         raise ValueError(f"{src.label} lacks column(s) {missing}; it has {ds.column_names}")
+    if mixed:
+        ds = with_skill_conversations(ds)
     if n is not None:
         ds = ds.select(range(min(n, len(ds))))
     return ds
+
+
+def skill_conversations(n: int) -> list[dict]:
+    """`n` chat rows (`messages`) of the course's skills, as the tiny world's chat set has them (a
+    system prompt in some, two exchanges in some) but without its planted defects, none of them
+    asking a task_set() question."""
+    from helpers.tiny import world
+
+    rows = world.instruction_rows(n_train=n, n_test=HELD_OUT_MAX, seed=1, defects=False)["train"]
+    return [{"messages": r["messages"]} for r in rows]
+
+
+def with_skill_conversations(hub: datasets.Dataset) -> datasets.Dataset:
+    """The hub's chat rows with one of the course's skill conversations after every
+    SKILL_ROW_EVERY - 1 of them (only the `messages` column is kept)."""
+    hub = hub.select_columns(["messages"])
+    k = len(hub) // (SKILL_ROW_EVERY - 1)
+    if k == 0:
+        return hub
+    skills = datasets.Dataset.from_list(skill_conversations(k)).cast(hub.features)
+    both = datasets.concatenate_datasets([hub, skills])
+    order, h = [], 0
+    for i in range(len(hub) + k):  # hub, hub, hub, skill, ...
+        if i % SKILL_ROW_EVERY == SKILL_ROW_EVERY - 1 and i // SKILL_ROW_EVERY < k:
+            order.append(len(hub) + i // SKILL_ROW_EVERY)
+        else:
+            order.append(h)
+            h += 1
+    print(
+        f"chat rows: {len(hub):,} from the hub and {k:,} of the course's skill conversations "
+        f"(every {SKILL_ROW_EVERY}th row)"
+    )
+    return both.select(order)
 
 
 def _from_hub(src, split_name: str, n: int | None) -> datasets.Dataset:
@@ -113,6 +155,10 @@ def task_set(n: int = 200) -> list[dict]:
     CPU and on a GPU; no question here appears in any training split."""
     from helpers.tiny import world
 
+    if n > HELD_OUT_MAX:
+        raise ValueError(
+            f"task_set holds {HELD_OUT_MAX} questions kept out of every training set; asked for {n}"
+        )
     return world.instruction_rows(n_train=200, n_test=n)["test"]
 
 

@@ -9,7 +9,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from helpers import registry, rehearsal, stand_ins
 from helpers.checks import expect
-from helpers.data import load_split
+from helpers.data import HELD_OUT_MAX, load_split, skill_conversations, task_set
 from helpers.runtime import Hardware, choose_profile
 
 CPU = Hardware(cpu_cores=2, ram_gb=24.0)
@@ -147,9 +147,40 @@ def test_hub_rows_are_streamed_not_downloaded_whole(monkeypatch):
     profile = choose_profile(
         Hardware(cuda=True, gpu_name="Tesla T4", vram_gb=15.0, compute_capability=(7, 5))
     )
-    got = load_split(profile, "chat", "train", n=7)
+    got = load_split(profile, "chat", "test", n=7)
     assert len(got) == 7 and got[6]["messages"][0]["content"] == "q6"
-    assert calls == [{"split": "train", "streaming": True}]
+    assert calls == [{"split": "test", "streaming": True}]
+
+
+def test_a_hub_profile_trains_on_the_hub_chat_rows_and_the_course_skills(monkeypatch):
+    # Every 4th chat training row is a skill conversation; none asks a held-out question; the
+    # first n rows still come from streaming n - n // 4 hub rows.
+    calls = []
+    rows = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+        for i in range(90)
+    ]
+
+    def fake_load_dataset(*args, **kwargs):
+        calls.append(kwargs)
+        return datasets.Dataset.from_list(rows).to_iterable_dataset()
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    t4 = choose_profile(Hardware(cuda=True, gpu_name="Tesla T4", vram_gb=15.0, compute_capability=(7, 5)))
+    got = load_split(t4, "chat", "train", n=40)
+    users = [next(m["content"] for m in r["messages"] if m["role"] == "user") for r in got]
+    assert len(got) == 40 and got.column_names == ["messages"]
+    assert users[:3] == ["q0", "q1", "q2"] and users[4:7] == ["q3", "q4", "q5"]
+    skills = users[3::4]
+    assert len(skills) == 10 and not any(u.startswith("q") and u[1:].isdigit() for u in skills)
+    held_out = {r["messages"][-2]["content"] for r in task_set(HELD_OUT_MAX)}
+    many = {m["content"] for r in skill_conversations(3000) for m in r["messages"] if m["role"] == "user"}
+    assert not held_out & many
+    assert (
+        load_split(t4, "chat", "test", n=5)["messages"][0][0]["content"] == "q0"
+    )  # held out: the hub's only
+    with pytest.raises(ValueError, match="kept out of every training set"):
+        task_set(HELD_OUT_MAX + 1)
 
 
 def test_every_rehearsed_notebook_exists_and_01_runs_before_02():

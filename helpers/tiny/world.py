@@ -230,13 +230,13 @@ def _unique_tasks(n: int, rng: random.Random, seen: set[str]) -> list[Task]:
     return tasks
 
 
-def instruction_rows(n_train: int, n_test: int, seed: int = 1) -> dict[str, list[dict]]:
+def instruction_rows(n_train: int, n_test: int, seed: int = 1, defects: bool = True) -> dict[str, list[dict]]:
     """Chat rows (`messages`, plus `skill`) with test questions never seen in train.
 
     About one train row in six is a two-exchange conversation, one in five has a system prompt,
     and one in twenty asks about a pasted passage, so templates, masks and lengths look like a
     real chat set's. The train split also carries the defects real sets have (see
-    `add_defects`); the test split is clean.
+    `add_defects`) unless `defects` is False; the test split is clean.
     """
     rng = random.Random(seed)
     seen: set[str] = set()
@@ -254,7 +254,7 @@ def instruction_rows(n_train: int, n_test: int, seed: int = 1) -> dict[str, list
                 messages += task_to_messages(extra, rng, system_rate=0.0)
         train_rows.append({"messages": messages, "skill": task.skill})
     test_rows = [{"messages": task_to_messages(t, rng, system_rate=0.0), "skill": t.skill} for t in test]
-    return {"train": add_defects(train_rows, rng), "test": test_rows}
+    return {"train": add_defects(train_rows, rng) if defects else train_rows, "test": test_rows}
 
 
 def reward_rows(n: int, skills: Sequence[str], exclude: set[str], seed: int = 7) -> list[dict]:
