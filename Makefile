@@ -106,10 +106,12 @@ colab-check: tiny
 	$(PY) scripts/check_colab_ready.py
 
 # The unit tests (which drive TRL's SFT and DPO trainers, PEFT, bitsandbytes, accelerate and
-# distillation on the tiny models), notebooks 00 and 01 and every exercise's solution, with the
-# lowest library versions pyproject.toml allows, in a separate venv: an API change shows up here
-# before a learner with an older Colab hits it. (Every lesson again would double CI's time.)
+# distillation on the tiny models), notebooks 00 and 01 and the exercises' solutions that train
+# with TRL or PEFT (02-05, 09), with the lowest library versions pyproject.toml allows, in a
+# separate venv: an API change shows up here before a learner with an older Colab hits it. (Every
+# lesson again would double CI's time; the other solutions call no trainer.)
 MIN_VENV ?= .venv-min
+MIN_SOLUTIONS := $(foreach n,02_lora_sft 03_vlm_chartqa 04_dpo 05_distillation 09_rl_grpo,notebooks/solutions/$(n)_solutions.ipynb)
 test-min: tiny
 	test -x $(MIN_VENV)/bin/python || python3 -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
@@ -119,7 +121,7 @@ test-min: tiny
 	$(MIN_VENV)/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(MIN_VENV)/bin/python -m pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|accelerate|datasets|bitsandbytes) "
 	$(OFFLINE) COURSE_PROFILE=tiny COURSE_CACHE=$(CURDIR)/.course_cache $(PY) scripts/run_tests.py --lanes $(LANES) \
-	  --python $(MIN_VENV)/bin/python tests notebooks/00_setup.ipynb notebooks/01_token_lengths.ipynb notebooks/solutions
+	  --python $(MIN_VENV)/bin/python tests notebooks/00_setup.ipynb notebooks/01_token_lengths.ipynb $(MIN_SOLUTIONS)
 
 # The GPU profiles' code path on this CPU: stand-ins of the hub models (published configs, random
 # weights, two layers) and hub-shaped fixtures, built once; see helpers/rehearsal.py.

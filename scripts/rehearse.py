@@ -58,9 +58,12 @@ NOT_IN_CI = {
     ("notebooks/08_efficient_architectures.ipynb", "full"): f"about 2.5 minutes, {SAME_CODE}",
     ("notebooks/09_rl_grpo.ipynb", "full"): f"about 5 minutes, 7 GB; {SAME_CODE}",
     ("notebooks/10_evaluate_and_ship.ipynb", "full"): f"about 3.5 minutes, 10 GB; {SAME_CODE}",
+    ("notebooks/solutions/00_setup_solutions.ipynb", "full"): f"about 1.5 minutes, 5 GB; {SAME_CODE}",
     ("notebooks/solutions/03_vlm_chartqa_solutions.ipynb", "full"): f"about 6.5 minutes, 10 GB; {SAME_CODE}",
+    ("notebooks/solutions/04_dpo_solutions.ipynb", "full"): f"about 35 s, 2 GB; {SAME_CODE}",
     ("notebooks/solutions/05_distillation_solutions.ipynb", "full"): f"about 6 minutes, 12.5 GB; {SAME_CODE}",
     ("notebooks/solutions/06_multi_gpu_solutions.ipynb", "full"): f"about 4 minutes, 9 GB; {SAME_CODE}",
+    ("notebooks/solutions/07_gpu_tuning_solutions.ipynb", "full"): f"about 50 s, 3 GB; {SAME_CODE}",
     ("notebooks/solutions/09_rl_grpo_solutions.ipynb", "full"): f"about 3 minutes, 9 GB; {SAME_CODE}",
     ("notebooks/solutions/10_evaluate_and_ship_solutions.ipynb", "full"): f"about 1.5 minutes, {SAME_CODE}",
 }

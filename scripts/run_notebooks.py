@@ -24,6 +24,7 @@ import nbformat
 import psutil
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from stall_watch import IDLE_S, StallWatch
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in tracebacks
 
@@ -76,26 +77,40 @@ def first_error(nb: nbformat.NotebookNode) -> str | None:
 
 
 def run_one(
-    path: Path, out_dir: Path, keep_going: bool = False, timeout: int = 1800, retries: int = 0
+    path: Path,
+    out_dir: Path,
+    keep_going: bool = False,
+    timeout: int = 1800,
+    retries: int = 0,
+    idle_s: float = IDLE_S,
 ) -> dict:
     """Execute one notebook into `out_dir`; its row of the table (status "FAILED: ..." on error).
 
     A cell that runs past `timeout` seconds, or a kernel that dies, is a failure; with `retries`
-    the notebook then runs again in a fresh kernel, and the row says so. (Now and then the kernel
-    goes idle and its reply never reaches the client: without a timeout the run would wait forever.)
+    the notebook then runs again in a fresh kernel, and the row says so. Now and then the kernel
+    goes idle and its reply never reaches the client: a kernel whose process tree has used no CPU
+    for `idle_s` seconds is hung (scripts/stall_watch.py), and is stopped then rather than at `timeout`.
     """
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     note = ""
+    me = psutil.Process()
+
+    def stop_kernels() -> None:  # nbclient then raises DeadKernelError: a retry, below
+        print(f"{path.name}: the kernel used no CPU for {idle_s:.0f} s (hung); stopping it", flush=True)
+        for child in me.children(recursive=True):
+            child.kill()
+
     with PeakMemory() as memory:
         for attempt in range(retries + 1):
             try:
-                NotebookClient(
-                    nb,
-                    timeout=timeout,
-                    allow_errors=keep_going,
-                    resources={"metadata": {"path": str(path.parent)}},
-                ).execute()
+                with StallWatch(lambda: me.children(recursive=True), stop_kernels, idle_s=idle_s):
+                    NotebookClient(
+                        nb,
+                        timeout=timeout,
+                        allow_errors=keep_going,
+                        resources={"metadata": {"path": str(path.parent)}},
+                    ).execute()
                 status = note + (headline(nb) or "(no headline printed)")
                 if keep_going and (error := first_error(nb)):
                     status = "FAILED: " + ANSI.sub("", error.splitlines()[0])[:80]

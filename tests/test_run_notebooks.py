@@ -4,6 +4,7 @@ notebook runs again in a fresh kernel."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -42,3 +43,24 @@ def test_a_cell_past_its_timeout_fails_then_passes_on_a_retry(tmp_path):
     row = run_notebooks.run_one(path, out, timeout=3, retries=1)
     assert row["headline"] == "(second try, the first: CellTimeoutError) done", row
     assert (out / "hangs.ipynb").exists()
+
+
+def test_a_kernel_that_uses_no_cpu_is_stopped_long_before_the_timeout_and_run_again(tmp_path):
+    # A sleeping cell looks like the hang seen in CI (kernel and client idle): stopped after
+    # idle_s, not at the cell's timeout, then the notebook runs again in a fresh kernel.
+    marker = tmp_path / "ran-once"
+    path = _notebook(
+        tmp_path,
+        "import pathlib, time\n"
+        f"marker = pathlib.Path({str(marker)!r})\n"
+        "if not marker.exists():\n"
+        "    marker.touch()\n"
+        "    time.sleep(600)\n"
+        "print('headline: done')",
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    start = time.perf_counter()
+    row = run_notebooks.run_one(path, out, timeout=600, retries=1, idle_s=8)
+    assert row["headline"] == "(second try, the first: DeadKernelError) done", row
+    assert time.perf_counter() - start < 120

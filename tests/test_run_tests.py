@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -49,3 +50,21 @@ def test_a_thread_cap_from_outside_holds_and_never_raises_a_lanes_share(monkeypa
     assert run_tests.lane_threads(1) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", str(cores * 4))
     assert run_tests.lane_threads(2) == max(1, cores // 2)
+
+
+def test_a_group_whose_processes_use_no_cpu_is_stopped_and_run_again(tmp_path, monkeypatch):
+    # As a hung kernel: the first run sleeps (no CPU anywhere in its tree), the second passes.
+    marker = tmp_path / "ran-once"
+    test = tmp_path / "test_sleeps_once.py"
+    test.write_text(
+        "import pathlib, time\n\n\ndef test_once():\n"
+        f"    marker = pathlib.Path({str(marker)!r})\n"
+        "    if not marker.exists():\n"
+        "        marker.touch()\n"
+        "        time.sleep(600)\n"
+    )
+    monkeypatch.setattr(run_tests, "IDLE_S", 8.0)
+    start = time.perf_counter()
+    rows = run_tests.run_lanes([run_tests.Group((str(test),), 1.0)], 1, sys.executable, [])
+    assert rows[0]["ok"] and marker.exists()
+    assert time.perf_counter() - start < 120
