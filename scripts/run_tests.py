@@ -93,7 +93,7 @@ GROUPS = [
 CI_MINUTES = {"e2e": 0.9, "colab-check": 4.2, "test-min": 7.7, "stand-ins": 0.5, "colab 07_gpu_tuning": 4.3,
               "colab 06_multi_gpu": 4.0, "colab 04_dpo": 3.9, "colab 05_distillation": 2.4, "colab 08_efficient_architectures": 1.0,
               "colab 09_rl_grpo": 4.4, "colab 10_evaluate_and_ship": 2.3, "colab solutions": 6.0, "full solutions": 1.1,
-              "full 00_setup": 1.5, "colab 03_vlm_chartqa": 1.8, "cluster-check": 4.1, "colab 00_setup": 0.5}  # fmt: skip
+              "colab 02_lora_sft": 2.9, "colab 03_vlm_chartqa": 1.8, "cluster-check": 4.1, "colab 00_setup": 0.5}  # fmt: skip
 
 
 # The rehearsal runs 10 before 09, so that 10 trains its own short chain there (the path of a
