@@ -28,7 +28,8 @@ HELD_OUT_MAX = 1000  # task_set(n) for any n up to this is kept out of every tra
 def load_split(profile: Profile, role: str, split: str = "train", n: int | None = None) -> datasets.Dataset:
     """Rows of dataset `role` ("chat", "preference", ...) for `split` ("train" or "test").
 
-    On `tiny` the rows come from the locally built tiny world; elsewhere from the hub. The
+    On `tiny` the rows come from the locally built tiny world; elsewhere from the hub, and the
+    chat training rows there mix in the course's skill conversations (SKILL_ROW_EVERY). The
     first `n` rows are kept when `n` is given.
     """
     if role not in profile.datasets:
