@@ -96,11 +96,14 @@ CI_MINUTES = {"e2e": 0.9, "colab-check": 4.2, "test-min": 7.7, "stand-ins": 0.5,
               "colab 02_lora_sft": 2.9, "colab 03_vlm_chartqa": 1.8, "cluster-check": 4.1, "colab 00_setup": 0.5}  # fmt: skip
 
 
-# The rehearsal runs 10 before 09, so that 10 trains its own short chain there (the path of a
-# learner who skips 09) while `make test` runs it on 09's saved chain: CI executes both paths.
+# The rehearsal runs 10 before 09 and 04 before 02, so that 10 trains its own short chain there and
+# 04 its own short SFT stage (the paths of a learner who opens them first), while `make test` runs
+# them on 09's saved chain and 02's merged model: CI executes both paths.
 REHEARSAL_ORDER = {
     f"{NB}/10_evaluate_and_ship.ipynb": (),
     f"{NB}/09_rl_grpo.ipynb": (f"{NB}/10_evaluate_and_ship.ipynb",),
+    f"{NB}/04_dpo.ipynb": (),
+    f"{NB}/02_lora_sft.ipynb": (f"{NB}/01_token_lengths.ipynb", f"{NB}/04_dpo.ipynb"),
 }
 
 

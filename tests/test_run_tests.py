@@ -28,6 +28,9 @@ def test_ci_queue_rehearses_what_ci_promises_each_after_what_it_reads():
         if Path(nb).stem in ("05_distillation", "07_gpu_tuning"):
             assert f"{profile} 01_token_lengths" in by_name[f"{profile} {Path(nb).stem}"].after
     assert all("stand-ins" in g.after for g in groups if "scripts/rehearse.py" in g.command)
+    # 04 and 10 rehearse before what they would read (02's merged model, 09's chain): their own path
+    assert "colab 04_dpo" in by_name["colab 02_lora_sft"].after and not by_name["colab 04_dpo"].after[1:]
+    assert "colab 10_evaluate_and_ship" in by_name["colab 09_rl_grpo"].after
     assert {"e2e", "colab-check", "test-min"} <= set(names)
 
 
