@@ -45,7 +45,7 @@ REHEARSED = {
 # (notebook, profile). Each runs in CI on the other profile.
 SAME_CODE = "the code CI rehearses on colab"
 NOT_IN_CI = {
-    ("notebooks/00_setup.ipynb", "full"): f"about 1.5 minutes, 5 GB; {SAME_CODE}",
+    ("notebooks/00_setup.ipynb", "full"): f"about 1.5 minutes, 7 GB; {SAME_CODE}",
     (
         "notebooks/02_lora_sft.ipynb",
         "full",

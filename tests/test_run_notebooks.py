@@ -23,18 +23,23 @@ def _notebook(tmp_path: Path, source: str) -> Path:
     return path
 
 
-def test_a_cell_past_its_timeout_fails_then_passes_on_a_retry(tmp_path):
-    # The first run finds no marker, leaves one and hangs; the second finds it and finishes.
-    marker = tmp_path / "ran-once"
-    path = _notebook(
+def _hangs_once(tmp_path: Path, marker: Path, seconds: int) -> Path:
+    """A notebook whose first run leaves `marker` and sleeps (no CPU, as a hung kernel); later runs finish."""
+    return _notebook(
         tmp_path,
         "import pathlib, time\n"
         f"marker = pathlib.Path({str(marker)!r})\n"
         "if not marker.exists():\n"
         "    marker.touch()\n"
-        "    time.sleep(60)\n"
+        f"    time.sleep({seconds})\n"
         "print('headline: done')",
     )
+
+
+def test_a_cell_past_its_timeout_fails_then_passes_on_a_retry(tmp_path):
+    # The first run finds no marker, leaves one and hangs; the second finds it and finishes.
+    marker = tmp_path / "ran-once"
+    path = _hangs_once(tmp_path, marker, seconds=60)
     out = tmp_path / "out"
     out.mkdir()
     failed = run_notebooks.run_one(path, out, timeout=3)
@@ -49,15 +54,7 @@ def test_a_kernel_that_uses_no_cpu_is_stopped_long_before_the_timeout_and_run_ag
     # A sleeping cell looks like the hang seen in CI (kernel and client idle): stopped after
     # idle_s, not at the cell's timeout, then the notebook runs again in a fresh kernel.
     marker = tmp_path / "ran-once"
-    path = _notebook(
-        tmp_path,
-        "import pathlib, time\n"
-        f"marker = pathlib.Path({str(marker)!r})\n"
-        "if not marker.exists():\n"
-        "    marker.touch()\n"
-        "    time.sleep(600)\n"
-        "print('headline: done')",
-    )
+    path = _hangs_once(tmp_path, marker, seconds=600)
     out = tmp_path / "out"
     out.mkdir()
     start = time.perf_counter()
