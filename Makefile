@@ -68,10 +68,11 @@ lint: install
 run: tiny
 	$(OFFLINE) $(PY) scripts/run_notebooks.py notebooks build
 
-# Every lesson's GPU runs, estimated (minutes, peak memory, fit on a T4 / an A100); README's GPU
-# columns rewritten from the estimates.
+# Every lesson's GPU runs, estimated (minutes, peak memory, fit on a T4 / an A100); the GPU columns
+# of README and of the instructor's guide rewritten from the estimates.
 budget: install
 	$(PY) -m helpers.budget --write
+	$(PY) scripts/instructor_guide.py --estimates
 
 # docs/instructor_guide.md from the timings `make run` just measured.
 guide: run

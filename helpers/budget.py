@@ -278,7 +278,7 @@ def _precision(profile: str) -> str:
 
 
 # Lessons whose notebooks read their runs from here (lesson_plan), so declared on `tiny` too.
-PLANNED = ("02", "03", "04", "06", "07", "09")
+PLANNED = ("02", "03", "04", "05", "06", "07", "09")
 
 
 def lesson_runs(lesson: str, profile: str, sizes: registry.Sizes | None = None) -> list[Run]:
@@ -528,22 +528,47 @@ def _runs_04(p: str, s: registry.Sizes) -> list[Run]:
     ]
 
 
+# Notebook 05's teacher, where it answers under half the held-out questions (a hub Instruct model
+# never saw the course's skills): LoRA on the chat rows, as many steps as 02's main run on a T4.
+TEACHER_STEPS_05 = {"colab": 100, "full": 40}
+STUDENT_BATCH_05 = 8  # rows a step; 8 a step for at most 150 steps are the training prompts
+
+
 def _runs_05(p: str, s: registry.Sizes) -> list[Run]:
-    prompts = min(150, s.max_steps) * 8
-    student = TrainSetup(method="full", precision="mixed", batch_size=8, seq_len=s.max_length_cap)
+    # Notebook 05 reads these (lesson_plan). On tiny the 0.6 M-parameter student needs four passes
+    # over the prompts and three seeds; on a GPU one pass and one seed. Six students a seed: three
+    # methods, and on the first seed the reference and the temperatures 2 and 4.
+    prompts = min(150, s.max_steps) * STUDENT_BATCH_05
+    passes, seeds = (4, 3) if p == "tiny" else (1, 1)
+    # float32 weights with the profile's autocast, as the notebook loads its students
+    precision = "fp32" if p == "tiny" else "mixed"
+    student = TrainSetup(
+        method="full", precision=precision, batch_size=STUDENT_BATCH_05, seq_len=s.max_length_cap
+    )
+    teacher = replace(_lora(p, s, gradient_checkpointing=True), seq_len=s.max_length_cap)
     return [
-        _generate("teacher answers the training prompts", "teacher", prompts, new_tokens=48),
-        Run("teacher's top-k logits over its answers", "teacher", scored=prompts, score_len=s.max_length_cap),
         _generate("teacher answers the held-out questions", "teacher", s.n_eval),
+        Run(
+            "teacher taught the chat rows (LoRA, merged) if it answers under half of them",
+            "teacher",
+            teacher,
+            key="teacher-sft",
+            steps=min(TEACHER_STEPS_05.get(p, 100), s.max_steps),
+            accum=s.grad_accum,
+        ),
+        _generate("taught teacher answers them again", "teacher", s.n_eval),
+        _generate("teacher answers the training prompts", "teacher", prompts, new_tokens=48, key="prompts"),
+        Run("teacher's top-k logits over its answers", "teacher", scored=prompts, score_len=s.max_length_cap),
         Run(
             "students: labels, logits, text, every label; T = 2 and 4",
             "student",
             student,
-            steps=prompts // 8,
-            repeats=6,
+            key="students",
+            steps=passes * prompts // STUDENT_BATCH_05,
+            repeats=3 * seeds + 3,
         ),
-        _generate("students scored", "student", s.n_eval, repeats=6),
-        Run("students' held-out loss", "student", scored=6 * s.n_eval, score_len=s.max_length),
+        _generate("students scored", "student", s.n_eval, repeats=3 * seeds + 3),
+        Run("students' held-out loss", "student", scored=(3 * seeds + 3) * s.n_eval, score_len=s.max_length),
     ]
 
 

@@ -5,6 +5,9 @@ Notebook 09 trains and saves the whole chain (its SFT, DPO and GRPO stages). Whe
 (helpers.budget.lesson_plan: full fine-tuning of 09's base model on the chat rows; a LoRA DPO run
 on the preference pairs, kept as an adapter and merged) and leaves GRPO out: a GRPO run is
 notebook 09's subject and takes minutes.
+
+`lora_sft` teaches a model the chat rows in a declared run's shapes: notebook 05's teacher, where
+it does not yet answer the held-out questions.
 """
 
 from __future__ import annotations
@@ -46,9 +49,12 @@ def _plan(profile: Profile) -> Plan:
 
 
 def _common(profile: Profile, output_dir: Path, key: str) -> dict:
-    run = _plan(profile)[key]
+    return _shapes(profile, _plan(profile)[key]) | {"output_dir": str(output_dir), "seed": profile.seed}
+
+
+def _shapes(profile: Profile, run) -> dict:
+    """SFTConfig / DPOConfig arguments for a declared run's shapes, quiet, saving nothing."""
     return {
-        "output_dir": str(output_dir),
         "max_steps": run.steps,
         "per_device_train_batch_size": run.setup.batch_size,
         "gradient_accumulation_steps": run.accum,
@@ -60,7 +66,6 @@ def _common(profile: Profile, output_dir: Path, key: str) -> dict:
         "report_to": "none",
         "save_strategy": "no",
         "disable_tqdm": True,
-        "seed": profile.seed,
     }
 
 
@@ -90,6 +95,44 @@ def short_sft(profile: Profile, out: Path) -> Path:
     )
     trainer.train()
     trainer.save_model(str(out))  # safetensors, with the tokenizer
+    return out
+
+
+def lora_sft(profile: Profile, model: str | Path, run, out: Path, learning_rate: float) -> Path:
+    """LoRA SFT of `model` on the chat rows, loss on the answers only, in the shapes of `run` (a
+    helpers.budget.Run); the merged model and its tokenizer saved to `out`, which is returned. A
+    finished `out` is kept: rerunning a notebook does not train it again."""
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from helpers.data import load_split
+    from helpers.training import ensure_training_template, load_for_training, release
+
+    if (out / "tokenizer_config.json").exists():
+        return out
+    trainer = SFTTrainer(
+        model=load_for_training(str(model), profile),  # the profile's dtype; PEFT upcasts LoRA's layers
+        train_dataset=load_split(profile, "chat", "train", n=profile.sizes.n_train).select_columns(
+            ["messages"]
+        ),
+        processing_class=ensure_training_template(AutoTokenizer.from_pretrained(model)),
+        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
+        args=SFTConfig(
+            learning_rate=learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=10,
+            assistant_only_loss=True,
+            logging_steps=run.steps,
+            output_dir=str(out.parent / f"{out.name}-run"),
+            seed=profile.seed,
+            **_shapes(profile, run),
+        ),
+    )
+    trainer.train()
+    trainer.model.merge_and_unload().save_pretrained(out)  # safetensors, in shards for a large model
+    trainer.processing_class.save_pretrained(out)  # last: its file marks the model as whole
+    release(trainer)
     return out
 
 

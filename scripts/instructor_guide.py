@@ -1,6 +1,7 @@
 """Write docs/instructor_guide.md from the timings `make run` measured (build/timings.json).
 
     make guide        # = make run, then this script
+    python scripts/instructor_guide.py --estimates   # only the GPU columns, after `make budget`
 
 The `tiny` minutes and peak memory are measured on the machine that ran `make run`; the GPU
 columns are helpers.budget's estimates from every run each lesson declares (upper bounds, at stated
@@ -77,7 +78,44 @@ def exercises(name: str) -> str:
     return f"{listed}; solutions in notebooks/solutions/{name.removesuffix('.ipynb')}_solutions.ipynb"
 
 
+def estimate_cells(notebook: str) -> str:
+    """A notebook's T4 and A100 cells of the table: helpers.budget's minutes and peak GiB."""
+    gpu = [budget.lesson_estimate(notebook[:2], p) for p in budget.PROFILES]
+    return " | ".join(f"{e.minutes:.0f} | {e.peak / budget.GiB:.1f}" for e in gpu)
+
+
+def course_estimates() -> str:
+    parts = []
+    for p, gpu_name in (("colab", "a T4"), ("full", "an A100")):
+        minutes = sum(e.minutes for e in budget.course_estimates(p))
+        unsized = sorted(lesson for lesson, q in budget.NOT_YET_SIZED if q == p)
+        parts.append(
+            f"on {gpu_name} {minutes:.0f} minutes"
+            + (
+                f" (lesson{'s' if len(unsized) > 1 else ''} {', '.join(unsized)} not yet sized for it)"
+                if unsized
+                else ""
+            )
+        )
+    return "estimated " + "; ".join(parts)
+
+
+ROW = re.compile(r"^\| (\d\d_\w+\.ipynb) \| ([\d.]+) \| (\d+) \| .*\|$", re.MULTILINE)
+TOTAL = re.compile(r"^(All notebooks on `tiny`: [\d.]+ minutes); estimated .*\.$", re.MULTILINE)
+
+
+def with_current_estimates(guide: str) -> str:
+    """The guide with its GPU columns and course totals recomputed; its measured `tiny` figures kept."""
+    guide = ROW.sub(lambda m: f"| {m[1]} | {m[2]} | {m[3]} | {estimate_cells(m[1])} |", guide)
+    return TOTAL.sub(lambda m: f"{m[1]}; {course_estimates()}.", guide)
+
+
 def main(timings_path: str = "build/timings.json", out: str = "docs/instructor_guide.md") -> int:
+    if timings_path == "--estimates":
+        guide = Path(out)
+        guide.write_text(with_current_estimates(guide.read_text()))
+        print(f"rewrote the GPU estimates in {guide}")
+        return 0
     path = Path(timings_path)
     if not path.exists():
         print(f"{path} not found: run `make run` first (it measures every notebook)", file=sys.stderr)
@@ -101,25 +139,11 @@ def main(timings_path: str = "build/timings.json", out: str = "docs/instructor_g
     ]
     total = 0.0
     for name, row in sorted(timings["notebooks"].items()):
-        gpu = [budget.lesson_estimate(name[:2], p) for p in budget.PROFILES]
         total += row["seconds"]
-        lines.append(
-            f"| {name} | {row['seconds'] / 60:.1f} | {row['peak_mb']} | "
-            + " | ".join(f"{e.minutes:.0f} | {e.peak / budget.GiB:.1f}" for e in gpu)
-            + " |"
-        )
-    gpu = {}
-    for p, gpu_name in (("colab", "a T4"), ("full", "an A100")):
-        minutes = sum(e.minutes for e in budget.course_estimates(p))
-        unsized = sorted(lesson for lesson, q in budget.NOT_YET_SIZED if q == p)
-        gpu[p] = f"on {gpu_name} {minutes:.0f} minutes" + (
-            f" (lesson{'s' if len(unsized) > 1 else ''} {', '.join(unsized)} not yet sized for it)"
-            if unsized
-            else ""
-        )
+        lines.append(f"| {name} | {row['seconds'] / 60:.1f} | {row['peak_mb']} | {estimate_cells(name)} |")
     lines += [
         "",
-        f"All notebooks on `tiny`: {total / 60:.1f} minutes; estimated {gpu['colab']}; {gpu['full']}.",
+        f"All notebooks on `tiny`: {total / 60:.1f} minutes; {course_estimates()}.",
         "",
         "Each lesson ends with three or four exercises, easiest first. The warm-up and stretch ones are",
         "worked by hand or with the lesson's tools, and their checks run in seconds. The last one changes",

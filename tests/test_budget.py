@@ -3,6 +3,7 @@ README's GPU columns generated from those estimates."""
 
 import json
 import re
+import sys
 from dataclasses import replace
 
 import pytest
@@ -28,9 +29,10 @@ def test_unknown_lesson_or_profile_is_refused():
     with pytest.raises(KeyError, match="declared lessons"):
         budget.lesson_runs("99", "colab")
     with pytest.raises(
-        ValueError, match="runs are declared for colab, full; on tiny too for lessons 02, 03, 04, 06, 07, 09"
+        ValueError,
+        match="runs are declared for colab, full; on tiny too for lessons 02, 03, 04, 05, 06, 07, 09",
     ):
-        budget.lesson_runs("05", "tiny")
+        budget.lesson_runs("08", "tiny")
     with pytest.raises(ValueError, match="declared for colab, full"):
         budget.lesson_runs("09", "laptop")
 
@@ -125,6 +127,20 @@ def test_readme_gpu_columns_are_the_estimates():
     )
     le = budget.lesson_estimate("02", "colab")
     assert budget.column(le) == f"~{le.minutes:.0f} min, {le.peak / GiB:.1f} GiB (est.)"
+
+
+def test_the_instructor_guides_gpu_columns_are_the_estimates():
+    """docs/instructor_guide.md's T4 and A100 columns and totals follow the estimates (`make budget`)."""
+    sys.path.insert(0, str(registry.course_root() / "scripts"))
+    import instructor_guide
+
+    guide = (registry.course_root() / "docs" / "instructor_guide.md").read_text()
+    rows = instructor_guide.ROW.findall(guide)
+    assert [r[0][:2] for r in rows] == list(budget.LESSONS)
+    assert len(instructor_guide.TOTAL.findall(guide)) == 1
+    assert instructor_guide.with_current_estimates(guide) == guide, "run `make budget` to regenerate them"
+    stale = guide.replace(f"| {instructor_guide.estimate_cells(rows[5][0])} |", "| 1 | 0.1 | 1 | 0.1 |")
+    assert instructor_guide.with_current_estimates(stale) == guide
 
 
 @pytest.mark.parametrize("profile", budget.PROFILES)

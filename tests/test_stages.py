@@ -47,3 +47,24 @@ def test_09s_saved_chain_is_used_when_whole_and_from_one_run(profile, tmp_path):
     assert "notebook 09" in source and chain["GRPO"] == runs / "grpo"
     save("sft", at=5)  # 09 run again and stopped after its SFT stage: GRPO is the old run's
     assert stages.chain_from_09(profile) is None
+
+
+def test_lora_sft_merges_what_it_learns_and_keeps_a_finished_model(profile, tmp_path):
+    """05's teacher stage: the LoRA run's change lands in the merged weights (no adapter left), and
+    a finished model is not trained again."""
+    import torch
+    from safetensors.torch import load_file
+
+    from helpers.budget import lesson_plan
+
+    run = lesson_plan("05", profile)["teacher-sft"]
+    assert run.steps == 3 and run.setup.method == "lora"
+    base = profile.models["teacher"]
+    out = stages.lora_sft(profile, base, run, tmp_path / "teacher", learning_rate=3e-3)
+    assert not list(out.glob("adapter_*")) and (out / "tokenizer_config.json").exists()
+    merged, before = load_file(out / "model.safetensors"), load_file(f"{base}/model.safetensors")
+    changed = [k for k in before if not torch.equal(before[k], merged[k])]
+    assert changed and all("proj" in k for k in changed)  # LoRA's targets, folded in
+    made = (out / "model.safetensors").stat().st_mtime_ns
+    assert stages.lora_sft(profile, base, run, out, learning_rate=3e-3) == out
+    assert (out / "model.safetensors").stat().st_mtime_ns == made
