@@ -49,7 +49,7 @@ NOT_IN_CI = {
     (
         "notebooks/02_lora_sft.ipynb",
         "full",
-    ): "about 20 minutes at one thread, 6 GB: the 1.7B's main run, the 360M's comparisons",
+    ): "about 9 minutes at one thread, 6 GB: the 1.7B's main run, the 360M's comparisons",
     ("notebooks/03_vlm_chartqa.ipynb", "full"): f"about 12 minutes, 19 GB; {SAME_CODE}",
     ("notebooks/04_dpo.ipynb", "full"): f"over 10 minutes, the 2B VLM on 5 tiles a chart; {SAME_CODE}",
     ("notebooks/05_distillation.ipynb", "full"): f"about 4 minutes, {SAME_CODE}",
