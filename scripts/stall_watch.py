@@ -18,7 +18,9 @@ from typing import Self
 
 import psutil
 
-IDLE_S = 180.0  # no cell of the course waits this long without any process of its tree computing
+# No cell of the course waits this long without any process of its tree computing; a hang costs
+# this much before the rerun, and CI saw one or two a run, most in notebook 00.
+IDLE_S = 90.0
 
 
 def cpu_seconds(processes: Iterable[psutil.Process]) -> float:
