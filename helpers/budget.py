@@ -529,7 +529,8 @@ def _runs_04(p: str, s: registry.Sizes) -> list[Run]:
 
 
 # Notebook 05's teacher, where it answers under half the held-out questions (a hub Instruct model
-# never saw the course's skills): LoRA on the chat rows, as many steps as 02's main run on a T4.
+# never saw the course's skills): LoRA on the chat rows, 100 steps of 32 rows on a T4 (half of 02's
+# main run: the teacher already chats) and 40 on an A100, within the lessons' slots.
 TEACHER_STEPS_05 = {"colab": 100, "full": 40}
 STUDENT_BATCH_05 = 8  # rows a step; 8 a step for at most 150 steps are the training prompts
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers.budget import Plan, lesson_plan
+from helpers.budget import Plan, Run, lesson_plan
 from helpers.registry import runs_dir
 from helpers.runtime import Profile
 
@@ -52,7 +52,7 @@ def _common(profile: Profile, output_dir: Path, key: str) -> dict:
     return _shapes(profile, _plan(profile)[key]) | {"output_dir": str(output_dir), "seed": profile.seed}
 
 
-def _shapes(profile: Profile, run) -> dict:
+def _shapes(profile: Profile, run: Run) -> dict:
     """SFTConfig / DPOConfig arguments for a declared run's shapes, quiet, saving nothing."""
     return {
         "max_steps": run.steps,
@@ -98,9 +98,9 @@ def short_sft(profile: Profile, out: Path) -> Path:
     return out
 
 
-def lora_sft(profile: Profile, model: str | Path, run, out: Path, learning_rate: float) -> Path:
-    """LoRA SFT of `model` on the chat rows, loss on the answers only, in the shapes of `run` (a
-    helpers.budget.Run); the merged model and its tokenizer saved to `out`, which is returned. A
+def lora_sft(profile: Profile, model: str | Path, run: Run, out: Path, learning_rate: float) -> Path:
+    """LoRA SFT of `model` on the chat rows, loss on the answers only, in the shapes of a declared
+    run; the merged model and its tokenizer saved to `out`, which is returned. A
     finished `out` is kept: rerunning a notebook does not train it again."""
     from peft import LoraConfig
     from transformers import AutoTokenizer
