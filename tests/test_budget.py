@@ -140,6 +140,7 @@ def test_the_instructor_guides_gpu_columns_are_the_estimates():
     assert len(instructor_guide.TOTAL.findall(guide)) == 1
     assert instructor_guide.with_current_estimates(guide) == guide, "run `make budget` to regenerate them"
     stale = guide.replace(f"| {instructor_guide.estimate_cells(rows[5][0])} |", "| 1 | 0.1 | 1 | 0.1 |")
+    assert stale != guide  # 05's row really went stale, and is rewritten
     assert instructor_guide.with_current_estimates(stale) == guide
 
 
